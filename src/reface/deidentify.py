@@ -1,0 +1,138 @@
+"""The one wrapper every method goes through: regions, working grid, method, compositing, checks.
+
+Voxels a method did not change keep their raw input values; voxels it changed are resampled back from
+the working grid; the preserved region is copied from the input and asserted bit-identical.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from . import geometry
+from .errors import RefaceError
+from .io import Scan, load_mask, load_scan, save_mask_like, save_scan_like
+from .masks import DEFAULT_MARGIN_MM, Regions, make_regions
+from .methods import DEFAULT_METHOD, WorkRegions, get_method
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class Result:
+    """A de-identified scan on the input grid, with what produced it."""
+
+    scan: Scan
+    raw: np.ndarray  # output raw values, input dtype and shape
+    regions: Regions  # on the input grid
+    method: str
+    seed: int
+
+    @property
+    def data(self) -> np.ndarray:
+        return (self.raw.astype(np.float64) * self.scan.slope + self.scan.inter).astype(np.float32)
+
+
+def to_working(scan: Scan, regions: Regions) -> tuple[np.ndarray, WorkRegions]:
+    """Resample the scan and its regions into the 1 mm RAS working grid."""
+    grid = geometry.grid_for_brain(regions.brain, scan.affine)
+    volume = geometry.resample(scan.data, scan.affine, grid, order=1)
+    work = WorkRegions(
+        brain=geometry.resample_mask(regions.brain, scan.affine, grid),
+        preserved=geometry.resample_mask(regions.preserved, scan.affine, grid, threshold=0.01),
+        head=geometry.resample_mask(regions.head, scan.affine, grid),
+        grid=grid,
+    )
+    return volume, work
+
+
+def composite(scan: Scan, regions: Regions, volume_w: np.ndarray, out_w: np.ndarray,
+              grid: geometry.Grid) -> np.ndarray:
+    """Raw output on the input grid: changed voxels from the method, all else from the input."""
+    changed_w = np.abs(out_w - volume_w) > 1e-6 * max(1.0, float(np.abs(volume_w).max()))
+    changed_w = ndi.binary_dilation(changed_w, iterations=1)
+    if not changed_w.any():
+        return scan.raw.copy()
+    inverse = geometry.Grid(scan.shape, scan.affine)
+    changed = geometry.resample(changed_w.astype(np.float32), grid.affine, inverse, order=1) > 0
+    generated = geometry.resample(out_w, grid.affine, inverse, order=1)
+    write = changed & ~regions.preserved
+    raw = scan.raw.copy()
+    raw[write] = scan.quantize(generated[write])
+    return raw
+
+
+def assert_preserved(scan: Scan, raw: np.ndarray, preserved: np.ndarray) -> None:
+    """The promise: every preserved voxel equals the input's raw value. Checked, never assumed."""
+    if raw.shape != scan.raw.shape or raw.dtype != scan.raw.dtype:
+        raise AssertionError("output grid or dtype differs from the input")
+    same = raw[preserved] == scan.raw[preserved]
+    if not np.all(same):
+        raise AssertionError(f"{int((~same).sum())} preserved voxels differ from the input")
+
+
+def deidentify(scan: Scan, method: str = DEFAULT_METHOD, *, seed: int = 0, brain: np.ndarray | None = None,
+               margin_mm: float = DEFAULT_MARGIN_MM, device: str = "cpu", progress: Progress | None = None,
+               **options) -> Result:
+    """De-identify one scan in memory with a named method."""
+    say = progress or (lambda _msg: None)
+    fn = get_method(method)
+    say("brain mask")
+    regions = make_regions(scan, brain=brain, margin_mm=margin_mm, device=device)
+    say("working grid")
+    volume_w, regions_w = to_working(scan, regions)
+    say(f"method {method}")
+    rng = np.random.default_rng(seed)
+    if method == "remodel":
+        options.setdefault("device", device)
+    out_w = np.asarray(fn(volume_w, regions_w, rng=rng, **options), dtype=np.float32)
+    if out_w.shape != volume_w.shape or not np.all(np.isfinite(out_w)):
+        raise AssertionError(f"method {method} returned a bad volume ({out_w.shape})")
+    say("compositing")
+    out_w = np.where(regions_w.preserved, volume_w, out_w)
+    raw = composite(scan, regions, volume_w, out_w, regions_w.grid)
+    raw[regions.preserved] = scan.raw[regions.preserved]
+    assert_preserved(scan, raw, regions.preserved)
+    return Result(scan=scan, raw=raw, regions=regions, method=method, seed=seed)
+
+
+def save_result(result: Result, output: str | Path, *, force: bool = False) -> Path:
+    """Write atomically; the temp file is re-read and the brain re-checked before it is renamed."""
+    scan, preserved = result.scan, result.regions.preserved
+
+    def check(img) -> None:
+        written = np.asarray(img.dataobj.get_unscaled()).reshape(scan.shape)
+        assert_preserved(scan, written, preserved)
+        if not np.allclose(img.affine, scan.affine, atol=1e-5) or img.shape != scan.disk_shape:
+            raise AssertionError("written grid differs from the input grid")
+
+    return save_scan_like(scan, result.raw, output, force=force, check=check)
+
+
+def deidentify_file(input_path: str | Path, output_path: str | Path, method: str = DEFAULT_METHOD, *,
+                    seed: int = 0, brain_mask: str | Path | None = None, margin_mm: float = DEFAULT_MARGIN_MM,
+                    save_mask: str | Path | None = None, qa: str | Path | None = None, force: bool = False,
+                    device: str = "cpu", progress: Progress | None = None, **options) -> Result:
+    """File to file: the function behind `reface run`, batch mode and evaluation."""
+    for target in (output_path, save_mask, qa):
+        if target is not None and Path(target).exists() and not force:
+            raise RefaceError(f"output exists: {target} (use --force to overwrite)")
+    say = progress or (lambda _msg: None)
+    say("reading")
+    scan = load_scan(input_path)
+    brain = load_mask(brain_mask, scan) if brain_mask is not None else None
+    result = deidentify(scan, method, seed=seed, brain=brain, margin_mm=margin_mm, device=device,
+                        progress=progress, **options)
+    say("writing")
+    save_result(result, output_path, force=force)
+    if save_mask is not None:
+        save_mask_like(scan, result.regions.preserved, save_mask, force=force)
+    if qa is not None:
+        from .qa import save_qa
+
+        save_qa(result, qa, force=force)
+    return result

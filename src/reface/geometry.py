@@ -1,0 +1,92 @@
+"""The working grid: a fixed 1 mm RAS box around the head, and exact bookkeeping to get back.
+
+Methods generate voxels in this grid; only those generated voxels are resampled back to the input grid.
+Everything else (the preserved brain above all) is copied from the input array untouched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage as ndi
+
+# 176 x 224 x 224 mm covers an adult head (ears, vertex to chin, nose to occiput).
+WORK_SHAPE: tuple[int, int, int] = (176, 224, 224)
+WORK_SPACING_MM: float = 1.0
+# Where the grid centre sits relative to the brain's centroid (RAS mm): the face is anterior and inferior.
+CENTRE_OFFSET_MM = np.array([0.0, 12.0, -25.0])
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A voxel grid in world space: shape and voxel->world affine (RAS+ mm)."""
+
+    shape: tuple[int, int, int]
+    affine: np.ndarray
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        return tuple(float(z) for z in np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0)))
+
+
+def working_grid(centre_world: np.ndarray, shape: tuple[int, int, int] = WORK_SHAPE,
+                 spacing: float = WORK_SPACING_MM) -> Grid:
+    """An axis-aligned RAS grid whose centre voxel sits at `centre_world`."""
+    affine = np.diag([spacing, spacing, spacing, 1.0])
+    half = (np.array(shape) - 1) / 2.0 * spacing
+    affine[:3, 3] = np.asarray(centre_world, dtype=float) - half
+    return Grid(tuple(int(s) for s in shape), affine)
+
+
+def grid_for_brain(brain: np.ndarray, affine: np.ndarray, shape: tuple[int, int, int] = WORK_SHAPE) -> Grid:
+    """Place the working grid from the brain mask's centroid (robust to field of view and neck)."""
+    ijk = np.array(ndi.center_of_mass(brain), dtype=float)
+    centre = affine[:3, :3] @ ijk + affine[:3, 3]
+    return working_grid(centre + CENTRE_OFFSET_MM, shape)
+
+
+def resample(data: np.ndarray, src_affine: np.ndarray, dst: Grid, *, order: int = 1,
+             cval: float = 0.0) -> np.ndarray:
+    """Resample `data` (on src_affine) onto grid `dst` (voxel centres mapped through world space)."""
+    mapping = np.linalg.inv(src_affine) @ dst.affine  # dst voxel -> src voxel
+    linear = mapping[:3, :3]
+    if np.allclose(linear, np.diag(np.diag(linear)), atol=1e-9):
+        linear = np.diag(linear)  # axis-aligned: scipy's separable fast path (~3x faster)
+    out = ndi.affine_transform(
+        np.asarray(data, dtype=np.float32),
+        linear,
+        offset=mapping[:3, 3],
+        output_shape=dst.shape,
+        order=order,
+        mode="constant",
+        cval=cval,
+        prefilter=order > 1,
+    )
+    return out.astype(np.float32, copy=False)
+
+
+def resample_many(volumes: list[np.ndarray], src_affine: np.ndarray, dst: Grid, *, order: int = 1,
+                  cval: float = 0.0) -> list[np.ndarray]:
+    """Resample several volumes that share one grid."""
+    return [resample(v, src_affine, dst, order=order, cval=cval) for v in volumes]
+
+
+def resample_mask(mask: np.ndarray, src_affine: np.ndarray, dst: Grid, *, threshold: float = 0.5) -> np.ndarray:
+    """Resample a binary mask by linear interpolation of its indicator, then threshold."""
+    return resample(mask.astype(np.float32), src_affine, dst, order=1) > threshold
+
+
+def downsample(volume: np.ndarray, factor: int) -> np.ndarray:
+    """Block-average by an integer factor (shape must be divisible)."""
+    if factor == 1:
+        return volume
+    s = volume.shape
+    if any(n % factor for n in s):
+        raise ValueError(f"shape {s} not divisible by {factor}")
+    v = volume.reshape(s[0] // factor, factor, s[1] // factor, factor, s[2] // factor, factor)
+    return v.mean(axis=(1, 3, 5))
+
+
+def voxel_sizes(affine: np.ndarray) -> tuple[float, float, float]:
+    return tuple(float(z) for z in np.sqrt((affine[:3, :3] ** 2).sum(axis=0)))

