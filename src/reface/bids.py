@@ -274,3 +274,50 @@ def write_phantom_dataset(root: str | os.PathLike, *, subjects: int = 2, session
                 (anat / f"{prefix}_T2w.json").write_text(json.dumps(dict(meta, EchoTime=0.1), indent=2) + "\n")
     (root / "participants.tsv").write_text("\n".join(rows) + "\n")
     return root
+
+
+def dataset_description(bids_dir: Path, *, method: str, seed: int, model: dict | None,
+                        version: str) -> dict:
+    """The derivative's dataset_description.json, with provenance (tool, version, method, model, seed)."""
+    import json
+
+    source = {}
+    with_source = bids_dir / "dataset_description.json"
+    if with_source.exists():
+        try:
+            source = json.loads(with_source.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            source = {}
+    description = f"de-identified with reface {version}: method {method}, seed {seed}"
+    if model:
+        description += f", model {model.get('name')} (sha256 {str(model.get('sha256'))[:12]})"
+    generated = {"Name": "reface", "Version": version, "Description": description,
+                 "CodeURL": "https://pypi.org/project/reface/"}
+    data = {
+        "Name": f"{source.get('Name', 'dataset')} (de-identified)",
+        "BIDSVersion": source.get("BIDSVersion", "1.9.0"),
+        "DatasetType": "derivative",
+        "GeneratedBy": [generated],
+        "reface": {"version": version, "method": method, "seed": seed, "model": model},
+    }
+    if "DatasetDOI" in source:
+        data["SourceDatasets"] = [{"DOI": source["DatasetDOI"]}]
+    for key in ("License", "Authors", "Acknowledgements", "HowToAcknowledge", "Funding", "EthicsApprovals"):
+        if key in source:
+            data[key] = source[key]
+    return data
+
+
+def inherited_sidecars(bids_dir: Path) -> list[Path]:
+    """JSON sidecars above the image level (BIDS inheritance: e.g. /T1w.json, sub-01/sub-01_T2w.json)."""
+    found = []
+    for path in sorted(bids_dir.rglob("*.json")):
+        rel = path.relative_to(bids_dir)
+        if rel.parts[0] in ("derivatives", "sourcedata", "code") or rel.name == "dataset_description.json":
+            continue
+        if "anat" in rel.parts[:-1] or any(p.startswith(".") for p in rel.parts):
+            continue
+        stem = rel.name[: -len(".json")]
+        if stem.split("_")[-1] in ANAT_SUFFIXES:
+            found.append(rel)
+    return found

@@ -22,6 +22,7 @@ from .masks import dice, grow, head_mask
 
 # Below this head-mask overlap after registration we refuse to transfer a face (wrong match).
 MIN_HEAD_DICE = 0.85
+MIN_COVERED = 0.5  # and at least this fraction of the contrast's head must lie in the T1w's field of view
 HIST_BINS = 64
 _FLIP = np.diag([-1.0, -1.0, 1.0, 1.0])  # RAS <-> LPS (SimpleITK's world)
 
@@ -115,19 +116,22 @@ def transfer_face(t1: Result, contrast: Scan, *, transform: np.ndarray | None = 
     grid = geometry.Grid(contrast.shape, contrast.affine)
     margin = 2.0 * max(contrast.zooms) if margin_mm is None else margin_mm
 
+    # Where the T1w's field of view covers the contrast: only there can heads be compared and faces carried.
+    inside_fov = geometry.resample(np.ones(t1.scan.shape, np.float32), t1_in_contrast, grid, order=1) > 0.999
     head_t1 = geometry.resample_mask(t1.regions.head, t1_in_contrast, grid)
     head_c = head_mask(contrast.data)
-    head_dice = dice(head_t1, head_c)
-    if head_dice < MIN_HEAD_DICE:
-        message = (f"{contrast.source}: could not be registered to {t1.scan.source} "
-                   f"(head overlap Dice {head_dice:.2f} < {MIN_HEAD_DICE})")
+    covered = float(head_c[inside_fov].sum()) / max(float(head_c.sum()), 1.0)
+    head_dice = dice(head_t1[inside_fov], head_c[inside_fov])
+    if head_dice < MIN_HEAD_DICE or covered < MIN_COVERED:
+        message = (f"{contrast.source}: could not be registered to {t1.scan.source} (head overlap Dice "
+                   f"{head_dice:.2f}, {100 * covered:.0f}% of its head inside the T1w field of view; "
+                   f"need Dice >= {MIN_HEAD_DICE} and >= {100 * MIN_COVERED:.0f}%)")
         raise RefaceError(message)
 
     preserved_t1 = geometry.resample_mask(t1.regions.preserved, t1_in_contrast, grid, threshold=0.01)
     preserved = grow(preserved_t1, margin, contrast.zooms)
 
     original_t1 = geometry.resample(t1.scan.data, t1_in_contrast, grid, order=1)
-    inside_fov = geometry.resample(np.ones(t1.scan.shape, np.float32), t1_in_contrast, grid, order=1) > 0.999
     learn = inside_fov & ~preserved
     centres, medians = intensity_mapping(original_t1[learn], contrast.data[learn])
 

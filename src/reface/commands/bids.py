@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="extra sidecar keys to remove (shell patterns allowed, e.g. 'Series*')")
     parser.add_argument("--keep-field", nargs="+", default=[], metavar="KEY",
                         help="default-scrubbed sidecar keys to keep (see --list-scrub-fields)")
-    parser.add_argument("--list-scrub-fields", action="store_true",
+    parser.add_argument("--list-scrub-fields", action=_ListFields,
                         help="print the default list of scrubbed sidecar keys and exit")
     parser.add_argument("--scrub-participants", action="store_true",
                         help="write participants.tsv with participant_id only (default: copied unchanged)")
@@ -55,19 +55,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def main(args: argparse.Namespace) -> int:
-    if args.list_scrub_fields:
+class _ListFields(argparse.Action):
+    """Like --version: acts while parsing, so the positional arguments are not needed."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
         print("\n".join(DEFAULT_SCRUB_FIELDS))
-        return 0
+        parser.exit(0)
+
+
+def main(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..bidsapp import run_bids_app
+    from ..batch import run_bids
 
-    summary = run_bids_app(Path(args.bids_dir), Path(args.output_dir), participants=args.participant_label,
+    summary = run_bids(Path(args.bids_dir), Path(args.output_dir), participants=args.participant_label,
                            sessions=args.session, method=args.method, seed=args.seed, model=args.model,
                            margin_mm=args.margin, mask_pattern=args.brain_mask_pattern, desc=args.desc,
                            scrub=args.scrub_field, keep=args.keep_field,
                            scrub_participants=args.scrub_participants, jobs=args.jobs, scheduler=args.scheduler,
                            retry_failed=args.retry_failed, device=args.device, quiet=args.quiet)
-    print(summary.format(), file=sys.stderr if summary.failed else sys.stdout)
-    return 1 if summary.failed else 0
+    print(summary.format(), file=sys.stdout if summary.complete else sys.stderr)
+    return 0 if summary.complete else 1

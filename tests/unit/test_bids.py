@@ -1,0 +1,125 @@
+"""BIDS discovery, filters, derivative names and the derivative's dataset_description (no image is read)."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from reface.bids import (
+    BidsName,
+    Image,
+    check_dataset,
+    dataset_description,
+    discover,
+    inherited_sidecars,
+    output_path,
+    sidecar_output_path,
+    strip_label,
+)
+from reface.errors import RefaceError
+
+
+def _touch(root: Path, *names: str) -> None:
+    for name in names:
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    root = tmp_path / "ds"
+    _touch(root, "dataset_description.json",
+           "sub-01/ses-1/anat/sub-01_ses-1_T1w.nii.gz", "sub-01/ses-1/anat/sub-01_ses-1_T1w.json",
+           "sub-01/ses-1/anat/sub-01_ses-1_T2w.nii.gz", "sub-01/ses-1/anat/sub-01_ses-1_desc-brain_mask.nii.gz",
+           "sub-01/ses-1/anat/sub-01_ses-1_FLAIR.nii", "sub-01/ses-1/func/sub-01_ses-1_task-rest_bold.nii.gz",
+           "sub-01/ses-2/anat/sub-01_ses-2_run-2_T1w.nii.gz", "sub-01/ses-2/anat/sub-01_ses-2_run-1_T1w.nii.gz",
+           "sub-02/ses-1/anat/sub-02_ses-1_T2w.nii.gz",  # no T1w: nothing to build a face from
+           "sub-03/anat/sub-03_T1w.nii.gz", "sub-03/anat/sub-03_acq-fast_T2w.nii.gz",
+           "derivatives/masks/sub-03/anat/sub-03_desc-brain_mask.nii.gz",
+           "T1w.json", "sub-03/sub-03_T2w.json", "participants.json")
+    return root
+
+
+def test_strip_label_accepts_both_forms():
+    assert strip_label("sub-01", "sub") == "01" and strip_label("01", "sub") == "01"
+    assert strip_label(" ses-pre ", "ses") == "pre" and strip_label("subject", "sub") == "subject"
+
+
+@pytest.mark.parametrize("name, desc, expected", [
+    ("sub-01_ses-1_T1w.nii.gz", "deid", "sub-01_ses-1_desc-deid_T1w.nii.gz"),
+    ("sub-01_ses-1_acq-mp2rage_run-2_T1w.nii", "deid", "sub-01_ses-1_acq-mp2rage_run-2_desc-deid_T1w.nii"),
+    ("sub-01_desc-old_FLAIR.nii.gz", "new", "sub-01_desc-new_FLAIR.nii.gz"),
+    ("sub-01_ses-1_T2w.nii.gz", "", "sub-01_ses-1_T2w.nii.gz"),
+])
+def test_derivative_names(name, desc, expected):
+    parsed = BidsName.parse(name)
+    image = Image(path=Path("sub-01/anat") / name, name=parsed)
+    assert output_path(image, desc) == Path("sub-01/anat") / expected
+    assert sidecar_output_path(image, desc).name == expected.replace(".nii.gz", ".json").replace(".nii", ".json")
+
+
+def test_parse_rejects_non_bids_names():
+    assert BidsName.parse("T1w.nii.gz") is None and BidsName.parse("notes.txt") is None
+    assert BidsName.parse("sub-01 ses-1_T1w.nii.gz") is None
+
+
+def test_discover_groups_sessions_and_picks_the_reference(dataset):
+    sessions = discover(dataset)
+    assert [(s.subject, s.session) for s in sessions] == [("01", "1"), ("01", "2"), ("03", None)]
+    first, second, third = sessions
+    assert first.reference.path == Path("sub-01/ses-1/anat/sub-01_ses-1_T1w.nii.gz")
+    assert first.reference.sidecar == Path("sub-01/ses-1/anat/sub-01_ses-1_T1w.json")
+    assert sorted(i.name.suffix for i in first.others) == ["FLAIR", "T2w"]  # the mask is not an image
+    assert first.brain_mask == Path("sub-01/ses-1/anat/sub-01_ses-1_desc-brain_mask.nii.gz")
+    assert second.reference.name.get("run") == "1" and [i.name.get("run") for i in second.others] == ["2"]
+    assert second.brain_mask is None and third.brain_mask is None
+    assert first.key == "sub-01/ses-1/anat/sub-01_ses-1_T1w.nii.gz"
+
+
+def test_participant_and_session_filters_with_or_without_prefix(dataset):
+    assert [s.subject for s in discover(dataset, participants=["sub-03"])] == ["03"]
+    assert [(s.subject, s.session) for s in discover(dataset, participants=["01"], sessions=["ses-2"])] == \
+        [("01", "2")]
+    with pytest.raises(RefaceError, match="not found.*04"):
+        discover(dataset, participants=["01", "sub-04"])
+    with pytest.raises(RefaceError, match="no T1w"):
+        discover(dataset, participants=["02"])
+
+
+def test_brain_mask_pattern(dataset):
+    pattern = "derivatives/masks/sub-{sub}/anat/{prefix}_desc-brain_mask.nii.gz"
+    (session,) = discover(dataset, participants=["03"], mask_pattern=pattern)
+    assert session.brain_mask == Path("derivatives/masks/sub-03/anat/sub-03_desc-brain_mask.nii.gz")
+    (session,) = discover(dataset, participants=["01"], sessions=["2"], mask_pattern=pattern)
+    assert session.brain_mask is None
+
+
+def test_check_dataset_refuses_outputs_inside_the_input(dataset, tmp_path):
+    check_dataset(dataset, tmp_path / "out")
+    for inside in (dataset, dataset / "derivatives" / "reface"):
+        with pytest.raises(RefaceError, match="inside the input dataset"):
+            check_dataset(dataset, inside)
+    with pytest.raises(RefaceError, match="contains the input"):
+        check_dataset(dataset, tmp_path)
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(RefaceError, match="not a BIDS dataset"):
+        check_dataset(tmp_path / "plain", tmp_path / "elsewhere")
+    with pytest.raises(RefaceError, match="not found"):
+        check_dataset(tmp_path / "missing", tmp_path / "elsewhere")
+
+
+def test_dataset_description_has_provenance(tmp_path):
+    (tmp_path / "dataset_description.json").write_text(json.dumps(
+        {"Name": "Study", "BIDSVersion": "1.8.0", "License": "CC0", "DatasetDOI": "10.1/x"}))
+    data = dataset_description(tmp_path, method="shear", seed=7, model=None, version="9.9")
+    assert data["DatasetType"] == "derivative" and data["BIDSVersion"] == "1.8.0" and data["License"] == "CC0"
+    generated = data["GeneratedBy"][0]
+    assert generated["Name"] == "reface" and generated["Version"] == "9.9"
+    assert "shear" in generated["Description"] and "seed 7" in generated["Description"]
+    assert data["reface"] == {"version": "9.9", "method": "shear", "seed": 7, "model": None}
+    assert data["SourceDatasets"] == [{"DOI": "10.1/x"}]
+
+
+def test_inherited_sidecars(dataset):
+    assert inherited_sidecars(dataset) == [Path("T1w.json"), Path("sub-03/sub-03_T2w.json")]
