@@ -95,6 +95,12 @@ def deidentify(scan: Scan, method: str = DEFAULT_METHOD, *, seed: int = 0, brain
     say("compositing")
     out_w = np.where(regions_w.preserved, volume_w, out_w)
     raw = composite(scan, regions, volume_w, out_w, regions_w.grid)
+    if method != "none":
+        # head tissue in front of the working grid (a long nose, say) is never seen by the method: blank it
+        beyond = regions.head & ~regions.preserved & geometry.outside_front(scan.shape, scan.affine, regions_w.grid)
+        if beyond.any():
+            say(f"blanked {int(beyond.sum())} head voxels in front of the working grid")
+            raw[beyond] = scan.quantize(np.zeros(1, np.float32))[0]
     raw[regions.preserved] = scan.raw[regions.preserved]
     assert_preserved(scan, raw, regions.preserved)
     return Result(scan=scan, raw=raw, regions=regions, method=method, seed=seed)

@@ -6,6 +6,7 @@ Everything else (the preserved brain above all) is copied from the input array u
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,7 +16,9 @@ from scipy import ndimage as ndi
 WORK_SHAPE: tuple[int, int, int] = (176, 224, 224)
 WORK_SPACING_MM: float = 1.0
 # Where the grid centre sits relative to the brain's centroid (RAS mm): the face is anterior and inferior.
-CENTRE_OFFSET_MM = np.array([0.0, 12.0, -25.0])
+# Measured on the ROBEX atlas head: head spans -81..+126 mm (A-P) and -134..+76 mm (S-I) around the brain
+# centroid, so the grid spans -92..+132 and -137..+87.
+CENTRE_OFFSET_MM = np.array([0.0, 20.0, -25.0])
 
 
 @dataclass(frozen=True)
@@ -53,16 +56,19 @@ def resample(data: np.ndarray, src_affine: np.ndarray, dst: Grid, *, order: int 
     linear = mapping[:3, :3]
     if np.allclose(linear, np.diag(np.diag(linear)), atol=1e-9):
         linear = np.diag(linear)  # axis-aligned: scipy's separable fast path (~3x faster)
-    out = ndi.affine_transform(
-        np.asarray(data, dtype=np.float32),
-        linear,
-        offset=mapping[:3, 3],
-        output_shape=dst.shape,
-        order=order,
-        mode="constant",
-        cval=cval,
-        prefilter=order > 1,
-    )
+    with warnings.catch_warnings():
+        # scipy notes that 1-D matrices changed meaning in 0.18; we rely on the current meaning (tested)
+        warnings.simplefilter("ignore", UserWarning)
+        out = ndi.affine_transform(
+            np.asarray(data, dtype=np.float32),
+            linear,
+            offset=mapping[:3, 3],
+            output_shape=dst.shape,
+            order=order,
+            mode="constant",
+            cval=cval,
+            prefilter=order > 1,
+        )
     return out.astype(np.float32, copy=False)
 
 
@@ -70,6 +76,15 @@ def resample_many(volumes: list[np.ndarray], src_affine: np.ndarray, dst: Grid, 
                   cval: float = 0.0) -> list[np.ndarray]:
     """Resample several volumes that share one grid."""
     return [resample(v, src_affine, dst, order=order, cval=cval) for v in volumes]
+
+
+def outside_front(shape: tuple[int, int, int], affine: np.ndarray, grid: Grid) -> np.ndarray:
+    """Voxels of an input grid that lie in front of (anterior to) the working grid's front face."""
+    axes = [np.arange(n, dtype=np.float64) for n in shape]
+    mapping = np.linalg.inv(grid.affine) @ affine  # input voxel -> grid voxel
+    row = mapping[1]  # grid axis 1 is anterior
+    y = row[0] * axes[0][:, None, None] + row[1] * axes[1][None, :, None] + row[2] * axes[2][None, None, :] + row[3]
+    return y > grid.shape[1] - 0.5
 
 
 def resample_mask(mask: np.ndarray, src_affine: np.ndarray, dst: Grid, *, threshold: float = 0.5) -> np.ndarray:

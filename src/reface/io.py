@@ -184,8 +184,11 @@ def output_image(scan: Scan, raw: np.ndarray) -> tuple[nib.Nifti1Header, np.ndar
 
 def _write_nifti(path: Path, hdr: nib.Nifti1Header, raw: np.ndarray) -> None:
     """Write header and raw values exactly, bypassing nibabel's automatic rescaling."""
-    opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "wb") as fobj:
+    if path.name.endswith(".gz"):
+        fobj_ctx = gzip.open(path, "wb", compresslevel=4)  # level 9 costs ~3x the time for ~5% smaller files
+    else:
+        fobj_ctx = open(path, "wb")
+    with fobj_ctx as fobj:
         hdr.write_to(fobj)  # 348 bytes + the 4-byte extension flag (no extensions)
         array_to_file(raw, fobj, raw.dtype, offset=int(hdr["vox_offset"]), order="F")
 

@@ -44,3 +44,11 @@ def test_downsample_block_mean():
     d = geometry.downsample(v, 2)
     assert d.shape == (2, 2, 2)
     assert d[0, 0, 0] == pytest.approx(v[:2, :2, :2].mean())
+
+
+def test_outside_front_flags_only_voxels_anterior_to_the_grid():
+    grid = geometry.working_grid(np.zeros(3), shape=(10, 10, 10), spacing=1.0)  # y spans -4.5..4.5 mm
+    affine = np.eye(4)
+    affine[:3, 3] = [-4.5, -4.5, -4.5]
+    beyond = geometry.outside_front((10, 14, 10), affine, grid)
+    assert not beyond[:, :10].any() and beyond[:, 10:].all()
