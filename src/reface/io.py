@@ -193,6 +193,14 @@ def _write_nifti(path: Path, hdr: nib.Nifti1Header, raw: np.ndarray) -> None:
         array_to_file(raw, fobj, raw.dtype, offset=int(hdr["vox_offset"]), order="F")
 
 
+def publish(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Rename a finished temp file into place with the usual umask permissions (mkstemp makes 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
+
+
 def atomic_write(path: str | os.PathLike, hdr: nib.Nifti1Header, raw: np.ndarray, *, force: bool = False,
                  check=None) -> Path:
     """Write to a temp file in the target folder, optionally verify it, then rename into place.
@@ -213,7 +221,7 @@ def atomic_write(path: str | os.PathLike, hdr: nib.Nifti1Header, raw: np.ndarray
         _write_nifti(tmp, hdr, raw)
         if check is not None:
             check(nib.load(str(tmp)))
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -74,6 +74,8 @@ def save_qa(result, path: str | Path, *, force: bool = False) -> Path:
     import os
     import tempfile
 
+    from .io import publish
+
     path = Path(path)
     if path.suffix.lower() != ".png":
         raise RefaceError(f"QA picture must be a .png file: {path}")
@@ -87,7 +89,7 @@ def save_qa(result, path: str | Path, *, force: bool = False) -> Path:
     os.close(fd)
     try:
         fig.savefig(tmp)
-        os.replace(tmp, path)
+        publish(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
         import matplotlib.pyplot as plt

@@ -139,3 +139,10 @@ def test_mask_roundtrip_and_grid_check(tmp_path):
     nib.save(other, tmp_path / "wrong.nii.gz")
     with pytest.raises(RefaceError, match="not on the input's grid"):
         load_mask(tmp_path / "wrong.nii.gz", scan)
+
+
+def test_outputs_get_normal_permissions(tmp_path):
+    img, _ = phantom_image(shape=(40, 48, 44), zooms=(4.0, 4.0, 4.0))
+    scan = load_scan(_write(tmp_path, img))
+    out = save_scan_like(scan, scan.raw, tmp_path / "out.nii.gz")
+    assert out.stat().st_mode & 0o044  # readable by group/others under the usual umask, unlike mkstemp's 0600

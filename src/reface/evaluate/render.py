@@ -24,6 +24,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from ..errors import RefaceError
+from ..io import publish
 
 # Named camera positions: (yaw, pitch) in degrees.
 VIEWS: dict[str, tuple[float, float]] = {
@@ -378,7 +379,7 @@ def save_png(path: str | os.PathLike, image: np.ndarray) -> Path:
     try:
         with os.fdopen(fd, "wb") as fobj:
             fobj.write(encoded.tobytes())
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
