@@ -1,0 +1,44 @@
+"""The 'remodel' method: a conditional GAN grows a new head around the patient's brain.
+
+The wrapper pastes the input back inside the preserved region, so only the generated face, scalp and
+neck reach the output. Same seed, same head; another seed, another face.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+
+@lru_cache(maxsize=2)
+def _load(path: str, device: str):
+    from ..model.checkpoint import load_generator
+
+    generator, _meta = load_generator(path, device)
+    return generator
+
+
+def remodel(
+    volume: np.ndarray,
+    regions,
+    *,
+    rng: np.random.Generator,
+    model: str | Path | None = None,
+    device: str = "cpu",
+) -> np.ndarray:
+    """float32 [X, Y, Z] working-grid volume -> a new head around `regions.preserved` (same shape)."""
+    import torch
+
+    from ..model.inference import generate_head, resolve_device
+    from ..resources import default_model_path
+
+    path = Path(model) if model is not None else default_model_path()
+    torch_device = resolve_device(device)
+    generator = _load(str(path.resolve()), torch_device.type)
+    seed = int(rng.integers(0, 2**63 - 1))
+    noise_rng = torch.Generator().manual_seed(seed)  # CPU generator: the same draws on any device
+    return generate_head(
+        generator, volume, regions.preserved, regions.brain, rng=noise_rng, device=torch_device
+    )

@@ -1,0 +1,154 @@
+"""`remodel` end to end on phantom heads (CPU): the brain is bit-exact, seeds are reproducible and diverse,
+and a bad checkpoint is a clean user error (exit 2 from `reface run`)."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage as ndi
+
+from reface.deidentify import deidentify, to_working
+from reface.errors import RefaceError
+from reface.io import load_scan
+from reface.masks import make_regions
+from reface.methods.remodel import remodel
+from reface.model.checkpoint import save_generator
+from reface.model.config import ModelConfig
+from reface.model.networks import Generator
+from reface.phantom import phantom_image
+from reface.resources import default_model_path
+
+TINY = ModelConfig(scales_mm=(8, 4, 2), g_widths=(4, 4, 4), d_widths=(4, 4, 4), latent_dim=4)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """An untrained but complete checkpoint: exercises the whole path in seconds."""
+    torch.manual_seed(0)
+    generator = Generator(TINY)
+    with torch.no_grad():  # make the finer stages non-trivial (they start as the identity)
+        for stage in generator.stages[1:]:
+            stage.out.weight.normal_(0, 0.05)
+    return save_generator(generator, tmp_path_factory.mktemp("model") / "tiny.safetensors", data="test")
+
+
+def _scan(tmp_path, **kwargs):
+    img, brain = phantom_image(**kwargs)
+    path = tmp_path / "head.nii.gz"
+    nib.save(img, path)
+    return load_scan(path), brain
+
+
+@pytest.fixture(scope="module")
+def working(tmp_path_factory):
+    """A phantom on the working grid with its regions (shared by the seed tests)."""
+    scan, brain = _scan(tmp_path_factory.mktemp("ph"), shape=(48, 56, 52), zooms=(4.0, 4.0, 4.0))
+    regions = make_regions(scan, brain=brain)
+    return to_working(scan, regions)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"shape": (48, 56, 52), "zooms": (4.0, 4.0, 4.0), "axcodes": "RAS", "slope": 0.5},
+        {
+            "shape": (56, 52, 60),
+            "zooms": (3.5, 4.0, 3.5),
+            "axcodes": "LPS",
+            "oblique_deg": 12.0,
+            "dtype": np.float32,
+        },
+        pytest.param(
+            {"shape": (60, 64, 56), "zooms": (3.0, 3.5, 4.0), "axcodes": "PIR", "oblique_deg": -8.0},
+            marks=pytest.mark.slow,
+        ),
+    ],
+)
+def test_brain_is_bit_exact_after_remodel(tmp_path, tiny_model, kwargs):
+    scan, brain = _scan(tmp_path, **kwargs)
+    result = deidentify(scan, "remodel", seed=3, brain=brain, model=str(tiny_model))
+    preserved = result.regions.preserved
+    assert np.array_equal(result.raw[preserved], scan.raw[preserved])
+    outside = result.regions.head & ~preserved
+    changed = result.raw[outside] != scan.raw[outside]
+    assert changed.mean() > 0.5, "remodel must replace the head outside the preserved region"
+
+
+def test_same_seed_same_head_other_seed_other_head(working, tiny_model):
+    volume, regions = working
+    a = remodel(volume, regions, rng=np.random.default_rng(7), model=tiny_model)
+    b = remodel(volume, regions, rng=np.random.default_rng(7), model=tiny_model)
+    c = remodel(volume, regions, rng=np.random.default_rng(8), model=tiny_model)
+    assert a.shape == volume.shape and a.dtype == np.float32 and np.isfinite(a).all()
+    assert np.array_equal(a, b)
+    outside = regions.head & ~regions.preserved
+    assert np.abs(a[outside] - c[outside]).mean() > 1e-3 * volume[regions.brain].mean()
+
+
+@pytest.mark.skipif(not default_model_path().exists(), reason="no shipped default model in this checkout")
+def test_default_model_makes_a_head_and_its_noise_matters(working):
+    """The shipped model: a head (not an empty box) around the brain, and seeds change the generator's
+    output itself, not only the added texture. Its diversity is small (see MODEL_CARD.md)."""
+    from reface.model.checkpoint import load_generator
+    from reface.model.data import intensity_scale, pyramid
+    from reface.model.networks import sample_latents
+
+    volume, regions = working
+    out = remodel(volume, regions, rng=np.random.default_rng(0))
+    outside = regions.head & ~regions.preserved
+    smooth = ndi.gaussian_filter(out, 2.0)
+    far = ~ndi.binary_dilation(regions.head, iterations=10)
+    assert smooth[outside].mean() > 3 * max(float(smooth[far].mean()), 1e-6)
+
+    generator, _ = load_generator(default_model_path())
+    cfg = generator.cfg
+    levels = pyramid(volume / intensity_scale(volume, regions.brain), regions.preserved, cfg.scales_mm)
+    conds = [torch.from_numpy(levels[s]["cond"])[None, None] for s in cfg.scales_mm]
+    masks = [torch.from_numpy(levels[s]["mask"])[None, None] for s in cfg.scales_mm]
+    heads = []
+    for seed in (0, 1):
+        z, noises = sample_latents(
+            cfg, 1, [tuple(c.shape[2:]) for c in conds], torch.Generator().manual_seed(seed)
+        )
+        with torch.no_grad():
+            heads.append(generator(conds, masks, noises, z)[0][0, 0].numpy())
+    generated = levels[cfg.scales_mm[0]]["mask"] < 1
+    assert np.abs(heads[0] - heads[1])[generated].mean() > 5e-4  # normalised units (brain p99 = 1)
+
+
+def test_corrupt_model_is_a_reface_error(working, tmp_path):
+    volume, regions = working
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"definitely not safetensors")
+    with pytest.raises(RefaceError):
+        remodel(volume, regions, rng=np.random.default_rng(0), model=bad)
+
+
+def test_reface_run_with_bad_model_exits_2(tmp_path, capsys):
+    from reface.cli import main
+
+    img, brain = phantom_image(shape=(48, 56, 52), zooms=(4.0, 4.0, 4.0))
+    nib.save(img, tmp_path / "in.nii.gz")
+    nib.save(nib.Nifti1Image(brain.astype(np.uint8), img.affine), tmp_path / "brain.nii.gz")
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}garbage")
+    code = main(
+        [
+            "run",
+            str(tmp_path / "in.nii.gz"),
+            "-o",
+            str(tmp_path / "out.nii.gz"),
+            "--method",
+            "remodel",
+            "--model",
+            str(bad),
+            "--brain-mask",
+            str(tmp_path / "brain.nii.gz"),
+            "--quiet",
+        ]
+    )
+    assert code == 2
+    assert "bad.safetensors" in capsys.readouterr().err
+    assert not (tmp_path / "out.nii.gz").exists()
