@@ -31,5 +31,20 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests scripts
 
+# The synthetic cohort (50 identities x 2 sessions, ~1.3 GB) and its contact sheet.
+synth: $(STAMP)
+	$(VENV)/bin/reface synth data/synth50 --n 50 --seed 0 --sessions 2 --jobs 2 \
+		--contact-sheet docs/img/synth_contact_sheet.png
+
+# Retrain the shipped default GAN on CPU (~30 min on 2 cores); see src/reface/resources/MODEL_CARD.md.
+train-default: $(STAMP)
+	scripts/train_default.sh
+
+# The paper-style privacy/utility comparison on the synthetic cohort -> eval_out/report.html
+EVAL_SUBJECTS ?= 50
+evaluate: $(STAMP)
+	test -f data/synth50/participants.tsv || $(MAKE) synth
+	$(VENV)/bin/reface evaluate --data data/synth50 --out eval_out --subjects $(EVAL_SUBJECTS) --jobs 2
+
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache

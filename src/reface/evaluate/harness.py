@@ -1,0 +1,478 @@
+"""The evaluation harness behind `reface evaluate`: methods x subjects -> results.jsonl (+ pictures).
+
+Per subject, the *other* session's original scan is the attacker's photo (gallery) and session 1 is the
+scan that gets de-identified (probe). Work is split into jobs that each return result records; only the
+main process appends them to OUT/results.jsonl (one JSON line per (subject, method, metric), flushed).
+A (subject, method) job is done once its `wall_s` line exists, so a re-run skips it (resume).
+Cohort-level figures (subject `all`) are recomputed from the saved embeddings and lines at the end of
+every run and appended; readers keep the last line per (subject, method, metric).
+
+Layout of OUT: results.jsonl, renders/<method|original|gallery>/<subject>.png,
+embeddings/<method|gallery>/<subject>.npy (absent = no face found), utility/<subject>_original.npz,
+deid/<method>/<subject>_T1w.nii.gz.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import RefaceError
+
+RESULTS_NAME = "results.jsonl"
+SETTINGS_NAME = "evaluate_settings.json"
+COHORT = "all"
+GALLERY = "gallery"
+IDENTIFICATION = ("detect_rate", "rank1", "rank5", "auc")
+DONE_METRIC = "wall_s"
+
+
+@dataclass
+class EvalConfig:
+    """Everything that defines one evaluation run (kwargs of `evaluate`, flags of the CLI)."""
+
+    data: Path
+    out: Path
+    methods: tuple[str, ...] = ("none", "deface", "shear", "blur", "template", "remodel")
+    subjects: int | None = None  # first N subjects (sorted), None = all
+    seed: int = 0
+    jobs: int = 1
+    render_size: int = 256
+    extractors: tuple[str, ...] = ("deepbet",)
+    n_boot: int = 1000
+    save_outputs: bool = True  # keep the de-identified NIfTIs under OUT/deid
+    quiet: bool = False
+
+
+@dataclass(frozen=True)
+class Subject:
+    """One identity: the scan to de-identify (probe) and another session of it (gallery)."""
+
+    label: str
+    probe: Path
+    gallery: Path
+    probe_mask: Path | None = None
+
+
+@dataclass
+class Job:
+    kind: str  # "prepare" (gallery + original pipeline) or "method"
+    subject: Subject
+    method: str = ""
+
+
+@dataclass
+class RunSummary:
+    n_jobs: int = 0
+    skipped_jobs: int = 0
+    skipped_methods: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+# ---------------------------------------------------------------- results file
+
+
+class ResultsWriter:
+    """Append-only JSONL writer: one line per result, flushed and synced as it is written."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(self, records: Iterable[dict[str, Any]]) -> None:
+        with open(self.path, "a", encoding="utf-8") as fobj:
+            for record in records:
+                fobj.write(json.dumps(record, allow_nan=False) + "\n")
+                fobj.flush()
+            os.fsync(fobj.fileno())
+
+
+def record(subject: str, method: str, metric: str, value: float | None, **extra: Any) -> dict[str, Any]:
+    """One result line; NaN/inf values become null (JSON has no NaN)."""
+
+    def clean(v: Any) -> Any:
+        if isinstance(v, float | np.floating):
+            return float(v) if np.isfinite(v) else None
+        return v
+
+    line = {"subject": subject, "method": method, "metric": metric, "value": clean(value)}
+    line.update({k: clean(v) for k, v in extra.items()})
+    line["time"] = datetime.now(UTC).isoformat(timespec="seconds")
+    return line
+
+
+def read_results(path: Path) -> list[dict[str, Any]]:
+    """All well-formed lines of a results file (a torn last line from a crash is ignored)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    lines = []
+    for text in path.read_text(encoding="utf-8").splitlines():
+        try:
+            item = json.loads(text)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(item, dict) and {"subject", "method", "metric"} <= item.keys():
+            lines.append(item)
+    return lines
+
+
+def latest(lines: list[dict[str, Any]]) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """The last line per (subject, method, metric)."""
+    return {(r["subject"], r["method"], r["metric"]): r for r in lines}
+
+
+# ---------------------------------------------------------------- dataset
+
+
+def discover_subjects(data: Path, limit: int | None = None) -> list[Subject]:
+    """Subjects with at least two T1w sessions: sub-*/ses-*/anat/*_T1w.nii[.gz] (first session = probe)."""
+    data = Path(data)
+    if not data.is_dir():
+        raise RefaceError(f"dataset folder not found: {data}")
+    subjects = []
+    for sub_dir in sorted(p for p in data.glob("sub-*") if p.is_dir()):
+        scans = sorted(
+            p for p in sub_dir.glob("ses-*/anat/*_T1w.nii*") if p.name.endswith((".nii", ".nii.gz"))
+        )
+        if len(scans) < 2:
+            warnings.warn(f"{sub_dir.name}: fewer than two T1w sessions, skipped", stacklevel=2)
+            continue
+        prefix = scans[0].name[: scans[0].name.index("_T1w")]
+        masks = sorted(scans[0].parent.glob(f"{prefix}*_desc-brain_mask.nii*"))
+        subjects.append(Subject(sub_dir.name, scans[0], scans[1], masks[0] if masks else None))
+        if limit is not None and len(subjects) >= limit:
+            break
+    if len(subjects) < 2:
+        message = f"{data}: need at least 2 subjects with 2 T1w sessions each, found {len(subjects)}"
+        raise RefaceError(message)
+    return subjects
+
+
+# ---------------------------------------------------------------- jobs (run in worker processes)
+
+_FACE_MODEL = None
+
+
+def _face_model():
+    global _FACE_MODEL
+    if _FACE_MODEL is None:
+        from .attack import FaceModel
+
+        _FACE_MODEL = FaceModel()
+    return _FACE_MODEL
+
+
+def _render_and_embed(
+    data: np.ndarray, affine: np.ndarray, png: Path, npy: Path, size: int
+) -> np.ndarray | None:
+    from .render import render_head, save_png
+
+    try:
+        image = render_head(data, affine, view="front", size=size)
+    except RefaceError:
+        image = np.zeros((size, size, 3), np.uint8)  # nothing to render (e.g. an emptied volume)
+    save_png(png, image)
+    embedding = _face_model().embed(image)
+    npy.unlink(missing_ok=True)
+    if embedding is not None:
+        npy.parent.mkdir(parents=True, exist_ok=True)
+        np.save(npy, np.asarray(embedding, np.float32))
+    return embedding
+
+
+def _original_pipeline_path(cfg: EvalConfig, subject: Subject) -> Path:
+    return cfg.out / "utility" / f"{subject.label}_original.npz"
+
+
+def prepare_subject(cfg: EvalConfig, subject: Subject) -> list[dict[str, Any]]:
+    """Gallery rendering + embedding, the original probe's rendering, and its downstream pipeline output."""
+    from ..io import load_scan
+    from .render import render_head, save_png
+    from .utility import run_pipeline, save_pipeline
+
+    start = time.perf_counter()
+    gallery = load_scan(subject.gallery)
+    embedding = _render_and_embed(
+        gallery.data,
+        gallery.affine,
+        cfg.out / "renders" / GALLERY / f"{subject.label}.png",
+        cfg.out / "embeddings" / GALLERY / f"{subject.label}.npy",
+        cfg.render_size,
+    )
+    probe = load_scan(subject.probe)
+    try:
+        save_png(
+            cfg.out / "renders" / "original" / f"{subject.label}.png",
+            render_head(probe.data, probe.affine, view="front", size=cfg.render_size),
+        )
+    except RefaceError:
+        pass
+    original = run_pipeline(probe, cfg.extractors)
+    save_pipeline(_original_pipeline_path(cfg, subject), original)
+    reasons = "; ".join(f"{k}: {v}" for k, v in original.failed.items())
+    return [
+        record(
+            subject.label, GALLERY, "original_pipeline_failed", float(bool(original.failed)), note=reasons
+        ),
+        record(subject.label, GALLERY, "face_detected", float(embedding is not None)),
+        record(subject.label, GALLERY, DONE_METRIC, time.perf_counter() - start),
+    ]
+
+
+def run_method(cfg: EvalConfig, subject: Subject, method: str) -> list[dict[str, Any]]:
+    """De-identify the probe with one method and score it: brain identity, attack, utility, realism."""
+    from ..deidentify import deidentify, save_result
+    from ..io import load_mask, load_scan
+    from .realism import realism
+    from .utility import brain_identical_fraction, compare, load_pipeline, run_pipeline
+
+    start = time.perf_counter()
+    label = subject.label
+    lines: list[dict[str, Any]] = []
+    scan = load_scan(subject.probe)
+    brain = load_mask(subject.probe_mask, scan) if subject.probe_mask is not None else None
+    try:
+        result = deidentify(scan, method, seed=cfg.seed, brain=brain)
+    except Exception as error:  # a method failing on a scan is an outcome to report
+        lines.append(record(label, method, "deid_failed", 1.0, note=f"{type(error).__name__}: {error}"[:300]))
+        lines.append(record(label, method, "face_detected", 0.0))
+        lines.append(record(label, method, DONE_METRIC, time.perf_counter() - start))
+        return lines
+    lines.append(record(label, method, "deid_failed", 0.0))
+    out_path = cfg.out / "deid" / method / f"{label}_T1w.nii.gz"
+    save_result(result, out_path, force=True)
+    written = load_scan(out_path)  # score what is on disk, not what is in memory
+    if not cfg.save_outputs:
+        out_path.unlink()
+    reference_brain = brain if brain is not None else result.regions.brain
+    lines.append(
+        record(label, method, "brain_identical", brain_identical_fraction(scan, written, reference_brain))
+    )
+
+    embedding = _render_and_embed(
+        written.data,
+        written.affine,
+        cfg.out / "renders" / method / f"{label}.png",
+        cfg.out / "embeddings" / method / f"{label}.npy",
+        cfg.render_size,
+    )
+    lines.append(record(label, method, "face_detected", float(embedding is not None)))
+    gallery_npy = cfg.out / "embeddings" / GALLERY / f"{label}.npy"
+    if embedding is not None and gallery_npy.exists():
+        lines.append(record(label, method, "match_score", float(np.dot(embedding, np.load(gallery_npy)))))
+
+    original = load_pipeline(_original_pipeline_path(cfg, subject))
+    values = compare(original, run_pipeline(written, cfg.extractors))
+    tissue = [v for k, v in values.items() if k.startswith("dice_")]
+    if tissue:
+        values["utility_dice"] = float(np.mean(tissue))
+    elif values.get("pipeline_failed"):
+        values["utility_dice"] = 0.0
+    values.update(realism(scan, written, result.regions))
+    lines.extend(record(label, method, name, value) for name, value in values.items())
+    lines.append(record(label, method, DONE_METRIC, time.perf_counter() - start))
+    return lines
+
+
+def _run_job(cfg: EvalConfig, job: Job) -> list[dict[str, Any]]:
+    if job.kind == "prepare":
+        return prepare_subject(cfg, job.subject)
+    return run_method(cfg, job.subject, job.method)
+
+
+# ---------------------------------------------------------------- cohort-level figures
+
+
+def _load_embedding(path: Path) -> np.ndarray | None:
+    return np.load(path) if path.exists() else None
+
+
+def _boot(fn, n: int, cfg: EvalConfig) -> tuple[float, float]:
+    from .metrics import bootstrap_ci
+
+    return bootstrap_ci(fn, n, n_boot=cfg.n_boot, seed=cfg.seed)
+
+
+def identification_records(
+    cfg: EvalConfig, method: str, subjects: list[Subject], done: dict[tuple[str, str, str], dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Cohort-level detect_rate, rank1, rank5, auc (with bootstrap CIs over probes, and chance levels)."""
+    from .metrics import rank_k_rate, similarity_matrix, verification_auc
+
+    probes = [s for s in subjects if (s.label, method, DONE_METRIC) in done]
+    if not probes:
+        return []
+    gallery_ids = [s.label for s in subjects]
+    gallery = [_load_embedding(cfg.out / "embeddings" / GALLERY / f"{g}.npy") for g in gallery_ids]
+    probe_ids = np.array([s.label for s in probes], dtype=object)
+    embeddings = [_load_embedding(cfg.out / "embeddings" / method / f"{s.label}.npy") for s in probes]
+    sim = similarity_matrix(embeddings, gallery)  # [P, G]
+    detected = np.array([e is not None for e in embeddings], dtype=float)
+    n, g = len(probes), len(gallery_ids)
+    extra = {"n": n, "gallery": g}
+
+    def rank(k: int):
+        return lambda idx: rank_k_rate(sim[idx], probe_ids[idx], gallery_ids, k)
+
+    def auc(idx):
+        return verification_auc(sim[idx], probe_ids[idx], gallery_ids)
+
+    lines = []
+    lo, hi = _boot(lambda idx: float(detected[idx].mean()), n, cfg)
+    lines.append(
+        record(
+            COHORT, method, "detect_rate", float(detected.mean()), ci_low=lo, ci_high=hi, chance=None, **extra
+        )
+    )
+    for k in (1, 5):
+        lo, hi = _boot(rank(k), n, cfg)
+        lines.append(
+            record(
+                COHORT,
+                method,
+                f"rank{k}",
+                rank(k)(np.arange(n)),
+                ci_low=lo,
+                ci_high=hi,
+                chance=min(k, g) / g,
+                **extra,
+            )
+        )
+    if g >= 2:
+        lo, hi = _boot(auc, n, cfg)
+        lines.append(
+            record(COHORT, method, "auc", auc(np.arange(n)), ci_low=lo, ci_high=hi, chance=0.5, **extra)
+        )
+    return lines
+
+
+def summary_records(cfg: EvalConfig, method: str, lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Cohort means (bootstrap CI over subjects) of every per-subject number of one method."""
+    per_metric: dict[str, list[float]] = {}
+    for (subject, m, metric), item in latest(lines).items():
+        if m != method or subject == COHORT or metric in ("face_detected",):
+            continue
+        if item.get("value") is not None:
+            per_metric.setdefault(metric, []).append(float(item["value"]))
+    out = []
+    for metric, values in sorted(per_metric.items()):
+        arr = np.asarray(values)
+        lo, hi = _boot(lambda idx, arr=arr: float(arr[idx].mean()), arr.size, cfg)
+        extra: dict[str, Any] = {"ci_low": lo, "ci_high": hi, "n": int(arr.size)}
+        if metric == "brain_identical":
+            extra["min"] = float(arr.min())
+        out.append(record(COHORT, method, metric, float(arr.mean()), **extra))
+    return out
+
+
+# ---------------------------------------------------------------- driver
+
+
+def available_methods(names: tuple[str, ...]) -> tuple[list[str], dict[str, str]]:
+    """Methods whose code imports, and the reason for each one that does not (skipped, not fatal)."""
+    from ..methods import METHODS, get_method
+
+    ok, skipped = [], {}
+    for name in names:
+        if name not in METHODS:
+            raise RefaceError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
+        try:
+            get_method(name)
+        except (ImportError, AttributeError) as error:
+            skipped[name] = f"{type(error).__name__}: {error}"
+            continue
+        ok.append(name)
+    return ok, skipped
+
+
+def check_settings(cfg: EvalConfig) -> None:
+    """Resuming with settings that change results would mix incomparable numbers: refuse, name the change."""
+    current = {
+        "seed": cfg.seed,
+        "render_size": cfg.render_size,
+        "extractors": list(cfg.extractors),
+        "data": str(Path(cfg.data).resolve()),
+    }
+    path = cfg.out / SETTINGS_NAME
+    if path.exists():
+        saved = json.loads(path.read_text())
+        changed = sorted(k for k in current if saved.get(k) != current[k])
+        if changed:
+            detail = ", ".join(f"{k} {saved.get(k)!r} -> {current[k]!r}" for k in changed)
+            raise RefaceError(f"{cfg.out} holds results made with other settings ({detail}); use a new --out")
+        return
+    path.write_text(json.dumps(current, indent=2) + "\n")
+
+
+def evaluate(cfg: EvalConfig) -> RunSummary:
+    """Run (or resume) the evaluation and append every result to OUT/results.jsonl."""
+    from ..progress import track
+
+    start = time.perf_counter()
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    subjects = discover_subjects(cfg.data, cfg.subjects)
+    check_settings(cfg)
+    results = cfg.out / RESULTS_NAME
+    writer = ResultsWriter(results)
+    methods, skipped = available_methods(cfg.methods)
+    summary = RunSummary(skipped_methods=skipped)
+    writer.write(record(COHORT, name, "skipped", 1.0, note=reason) for name, reason in skipped.items())
+
+    done = latest(read_results(results))
+    prepare = [
+        Job("prepare", s)
+        for s in subjects
+        if (s.label, GALLERY, DONE_METRIC) not in done or not _original_pipeline_path(cfg, s).exists()
+    ]
+    method_jobs = [
+        Job("method", s, m) for m in methods for s in subjects if (s.label, m, DONE_METRIC) not in done
+    ]
+    summary.skipped_jobs = len(subjects) * (1 + len(methods)) - len(prepare) - len(method_jobs)
+    summary.n_jobs = len(prepare) + len(method_jobs)
+    for batch, desc in ((prepare, "evaluate: originals"), (method_jobs, "evaluate: methods")):
+        for lines in track(_execute(cfg, batch), total=len(batch), desc=desc, quiet=cfg.quiet):
+            writer.write(lines)
+
+    all_lines = read_results(results)
+    done = latest(all_lines)
+    cohort = []
+    for method in methods:
+        cohort += identification_records(cfg, method, subjects, done)
+        cohort += summary_records(cfg, method, all_lines)
+    for metric, name in (
+        ("face_detected", "detect_rate"),
+        ("original_pipeline_failed", "original_pipeline_failed"),
+    ):
+        values = [
+            done[(s.label, GALLERY, metric)]["value"] for s in subjects if (s.label, GALLERY, metric) in done
+        ]
+        if values:
+            cohort.append(record(COHORT, GALLERY, name, float(np.mean(values)), n=len(values)))
+    writer.write(cohort)
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def _execute(cfg: EvalConfig, jobs: list[Job]):
+    """Yield each job's records as it finishes (in-process for --jobs 1, else a spawn process pool)."""
+    if cfg.jobs <= 1 or len(jobs) <= 1:
+        for job in jobs:
+            yield _run_job(cfg, job)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    with ProcessPoolExecutor(max_workers=cfg.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_run_job, cfg, job) for job in jobs]
+        for future in as_completed(futures):
+            yield future.result()

@@ -1,0 +1,132 @@
+"""`reface evaluate` end to end on a tiny synthetic cohort (2 identities x 2 sessions, 4 mm voxels),
+methods none + shear, small renderings; then resume and --report-only.
+
+The fast test swaps deepbet for a cheap geometric brain "extractor" (a ball around the bright tissue) to
+stay within the CPU test budget; the slow test runs the real pipeline (deepbet).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from reface.cli import main as cli_main
+from reface.evaluate import harness, utility
+from reface.evaluate.harness import COHORT, DONE_METRIC, RESULTS_NAME, latest, read_results
+
+
+def ball_extractor(scan) -> np.ndarray:
+    """A 55 mm ball around the centre of mass of the brighter half of the head (~700 ml)."""
+    data = scan.data
+    centre = np.array(ndi.center_of_mass(data > np.median(data[data > data.mean()])))
+    ijk = np.indices(scan.shape).reshape(3, -1).T
+    world = (ijk - centre) * np.array(scan.zooms)
+    return (np.linalg.norm(world, axis=1) <= 55.0).reshape(scan.shape)
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory) -> Path:
+    from reface.synth import generate_cohort
+
+    root = tmp_path_factory.mktemp("cohort")
+    generate_cohort(root, 2, 7, resolution_mm=4.0)
+    return root
+
+
+def _run(data: Path, out: Path, *extra: str) -> int:
+    return cli_main(["evaluate", "--data", str(data), "--out", str(out), "--methods", "none,shear",
+                     "--render-size", "64", "--bootstrap", "50", "--quiet", *extra])
+
+
+def test_evaluate_end_to_end_and_resume(cohort: Path, tmp_path: Path, monkeypatch):
+    monkeypatch.setitem(utility.EXTRACTORS, "ball", ball_extractor)
+    out = tmp_path / "eval"
+    assert _run(cohort, out, "--extractors", "ball") == 0
+    lines = read_results(out / RESULTS_NAME)
+    rows = latest(lines)
+    subjects = ("sub-0001", "sub-0002")
+    for method in ("none", "shear"):
+        for sub in subjects:
+            assert rows[(sub, method, "brain_identical")]["value"] == 1.0
+            assert rows[(sub, method, "deid_failed")]["value"] == 0.0
+            assert (out / "renders" / method / f"{sub}.png").exists()
+            assert (out / "deid" / method / f"{sub}_T1w.nii.gz").exists()
+        for metric in ("detect_rate", "rank1", "rank5", "auc"):
+            item = rows[(COHORT, method, metric)]
+            assert item["ci_low"] <= item["value"] <= item["ci_high"]
+        assert rows[(COHORT, method, "rank1")]["chance"] == 0.5
+    # the untouched scan goes through the same pipeline: identical outputs, nothing lost
+    for sub in subjects:
+        assert rows[(sub, "none", "bet_dice_ball")]["value"] == 1.0
+        assert rows[(sub, "none", "dice_gm")]["value"] == 1.0
+        assert rows[(sub, "none", "realism_missing_head")]["value"] == 0.0
+        # shear removes the face: head tissue turns into background
+        assert rows[(sub, "shear", "realism_missing_head")]["value"] > 0.05
+        assert rows[(sub, "shear", "realism_hist_w1")]["value"] > 0.0
+    html = (out / "report.html").read_text()
+    assert "Privacy" in html and "Utility" in html and "renders/shear/sub-0001.png" in html
+    assert (out / "figures" / "privacy_utility.png").exists()
+
+    # resume: nothing left to do, so no per-subject line is written again
+    per_subject = sum(1 for r in lines if r["subject"] != COHORT)
+    assert _run(cohort, out, "--extractors", "ball") == 0
+    again = read_results(out / RESULTS_NAME)
+    assert sum(1 for r in again if r["subject"] != COHORT) == per_subject
+
+    # drop one (subject, method) from the file: only that job runs again
+    kept = [t for t in (out / RESULTS_NAME).read_text().splitlines()
+            if not ('"sub-0002"' in t and '"shear"' in t)]
+    (out / RESULTS_NAME).write_text("\n".join(kept) + "\n")
+    cfg = harness.EvalConfig(data=cohort, out=out, methods=("none", "shear"), render_size=64, n_boot=50,
+                             extractors=("ball",), quiet=True)
+    summary = harness.evaluate(cfg)
+    assert summary.n_jobs == 1 and summary.skipped_jobs == 2 * 3 - 1
+    assert ("sub-0002", "shear", DONE_METRIC) in latest(read_results(out / RESULTS_NAME))
+
+    # the report rebuilds from the saved lines alone
+    (out / "report.html").unlink()
+    assert cli_main(["evaluate", "--report-only", "--out", str(out), "--quiet"]) == 0
+    assert (out / "report.html").read_text().count("<tr><th>shear</th>") == 3
+
+
+def test_missing_method_is_skipped_with_a_warning(cohort: Path, tmp_path: Path, monkeypatch):
+    from reface import methods
+
+    monkeypatch.setitem(methods.METHODS, "remodel", "reface.methods.not_written_yet:remodel")
+    monkeypatch.setitem(utility.EXTRACTORS, "ball", ball_extractor)
+    cfg = harness.EvalConfig(data=cohort, out=tmp_path, methods=("none", "remodel"), render_size=64,
+                             n_boot=20, extractors=("ball",), quiet=True)
+    summary = harness.evaluate(cfg)
+    assert "remodel" in summary.skipped_methods
+    rows = latest(read_results(tmp_path / RESULTS_NAME))
+    assert rows[(COHORT, "remodel", "skipped")]["note"].startswith("ModuleNotFoundError")
+    assert not any(m == "remodel" and s != COHORT for (s, m, _) in rows)
+
+
+def test_bad_arguments_are_user_errors(tmp_path: Path, capsys):
+    assert cli_main(["evaluate", "--out", str(tmp_path)]) == 2
+    assert cli_main(["evaluate", "--data", str(tmp_path / "nope"), "--out", str(tmp_path)]) == 2
+    assert cli_main(["evaluate", "--data", str(tmp_path), "--out", str(tmp_path), "--methods", "bogus"]) == 2
+    err = capsys.readouterr().err
+    assert "--data is required" in err and "not found" in err
+
+
+@pytest.mark.slow
+def test_evaluate_with_deepbet(cohort: Path, tmp_path: Path):
+    out = tmp_path / "eval"
+    assert _run(cohort, out) == 0
+    rows = latest(read_results(out / RESULTS_NAME))
+    assert rows[(COHORT, "none", "bet_dice_deepbet")]["value"] == 1.0
+    assert rows[(COHORT, "shear", "bet_dice_deepbet")]["value"] > 0.9
+
+
+def test_resume_refuses_changed_settings(cohort: Path, tmp_path: Path):
+    cfg = harness.EvalConfig(data=cohort, out=tmp_path, seed=1, render_size=64)
+    harness.check_settings(cfg)
+    harness.check_settings(cfg)  # same settings: fine
+    cfg.render_size = 128
+    with pytest.raises(harness.RefaceError, match="render_size 64 -> 128"):
+        harness.check_settings(cfg)
