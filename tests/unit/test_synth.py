@@ -176,3 +176,14 @@ def test_cli_writes_a_bids_like_tree(tmp_path):
     assert row1["nose_shift_y"] != row2["nose_shift_y"]
     assert json.loads((out / "dataset_description.json").read_text())["Name"]
     assert main(["synth", str(out), "--n", "0", "--quiet"]) == 2
+
+
+@pytest.mark.parametrize("axcodes", ["RAS", "LAS", "LPS", "PIR"])
+def test_every_acquisition_grid_is_orthogonal_with_the_drawn_voxel_size(axcodes):
+    """A permuted grid (PIR) once kept identity entries on the diagonal: sheared, sqrt(2)-mm voxels."""
+    shape, affine = acquisition_grid(axcodes, (1.0, 1.2, 1.4), np.zeros(3))
+    linear = affine[:3, :3]
+    np.testing.assert_allclose(np.sqrt((linear**2).sum(axis=0)), (1.0, 1.2, 1.4))
+    gram = linear.T @ linear
+    np.testing.assert_allclose(gram - np.diag(np.diag(gram)), 0.0, atol=1e-12)
+    assert "".join(nib.aff2axcodes(affine)) == axcodes

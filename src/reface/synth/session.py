@@ -66,7 +66,8 @@ class Acquisition:
 def acquisition_grid(axcodes: str, zooms: tuple[float, float, float], centre: np.ndarray,
                      fov_mm: np.ndarray = FOV_MM) -> tuple[tuple[int, int, int], np.ndarray]:
     """Shape and affine of a grid with these axis codes and voxel sizes, centred on `centre` (world mm)."""
-    affine = np.eye(4)
+    affine = np.zeros((4, 4))  # not eye(4): a permuted grid (e.g. PIR) must not keep the diagonal
+    affine[3, 3] = 1.0
     shape = []
     for k, code in enumerate(axcodes):
         axis, sign = _AXIS[code]
