@@ -152,3 +152,58 @@ def test_reface_run_with_bad_model_exits_2(tmp_path, capsys):
     assert code == 2
     assert "bad.safetensors" in capsys.readouterr().err
     assert not (tmp_path / "out.nii.gz").exists()
+
+
+def test_face_deformation_is_seeded_smooth_and_leaves_the_brain_alone(working):
+    """The inference-time shape deformation: same seed same field, another seed another field, no folding
+    (det J checked here independently, by central differences on the coarse grid), a few mm to a few cm
+    of displacement on the face, and the warp is the identity on and near the preserved region."""
+    from reface.model.data import intensity_scale
+    from reface.model.inference import SHAPE_MIN_JACOBIAN, SHAPE_SPACING_MM, face_deformation, warp
+
+    volume, regions = working
+    step = SHAPE_SPACING_MM
+    coarse = (volume / intensity_scale(volume, regions.brain))[::step, ::step, ::step]
+    a = face_deformation(regions.preserved, coarse, np.random.default_rng(5))
+    b = face_deformation(regions.preserved, coarse, np.random.default_rng(5))
+    c = face_deformation(regions.preserved, coarse, np.random.default_rng(6))
+    assert a.dtype == np.float32 and a.shape[0] == 3 and np.isfinite(a).all()
+    assert np.array_equal(a, b)
+    assert np.abs(a - c).max() > 2.0  # mm
+
+    length = np.linalg.norm(a, axis=0)
+    assert 3.0 < float(length.max()) < 40.0, float(length.max())
+    grads = np.stack([np.stack(np.gradient(a[i], float(step)), axis=0) for i in range(3)])  # [3, 3, x, y, z]
+    jac = np.moveaxis(grads + np.eye(3)[:, :, None, None, None], (0, 1), (-2, -1))
+    assert float(np.linalg.det(jac).min()) > SHAPE_MIN_JACOBIAN
+
+    head = torch.from_numpy(volume)[None, None]
+    warped = warp(head, a)[0, 0].numpy()
+    near = ndi.binary_dilation(regions.preserved, iterations=2)
+    assert np.allclose(warped[near], volume[near], rtol=0, atol=1e-4 * float(volume.max()))
+    outside = regions.head & ~near
+    assert np.abs(warped - volume)[outside].mean() > 1e-3 * float(volume[regions.brain].mean())
+
+
+@pytest.mark.skipif(not default_model_path().exists(), reason="no shipped default model in this checkout")
+def test_default_model_seeds_give_differently_shaped_heads(working):
+    """With the shipped model, two seeds' head masks outside the preserved region differ in several times
+    more voxels with the shape deformation than without it (the generator alone makes nearly one face)."""
+    from reface.model.checkpoint import load_generator
+    from reface.model.data import intensity_scale
+    from reface.model.inference import generate_head
+
+    volume, regions = working
+    generator, _ = load_generator(default_model_path())
+    level = 0.15 * intensity_scale(volume, regions.brain)
+    outside = ~regions.preserved
+    changed = {}
+    for diversity in (0.0, 1.0):
+        masks = []
+        for seed in (0, 1):
+            out = generate_head(generator, volume, regions.preserved, regions.brain,
+                                rng=torch.Generator().manual_seed(seed), shape_diversity=diversity)
+            masks.append(ndi.gaussian_filter(out, 1.5) > level)
+        changed[diversity] = int((masks[0] ^ masks[1])[outside].sum())
+    assert changed[1.0] > 20_000, changed
+    assert changed[1.0] > 3 * changed[0.0], changed

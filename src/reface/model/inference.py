@@ -5,6 +5,13 @@ overlapping tiles). A model whose finest scale is coarser than 1 mm is upsampled
 high-frequency texture: Gaussian noise whose level is the subject's own robust noise level (a scalar,
 not an image of the face). Within 2 mm of the preserved region the output ramps to the input, so the
 seam around the pasted brain is not a step.
+
+Shape diversity (not learned): before the texture, the generated head is warped by a random smooth
+diffeomorphism drawn from the seed (`face_deformation`): Gaussian-windowed local shifts/scalings centred
+on the generated face surface, mirrored about the brain's mid-sagittal plane, plus a mild overall
+anisotropic scaling, all faded to zero near the preserved region and exponentiated by scaling and
+squaring on a 4 mm grid (positive Jacobian checked). A weakly trained generator gives nearly the same face
+for every seed; this makes different seeds give differently shaped faces.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import numpy as np
 import torch
 
 from ..errors import RefaceError
+from ..synth.deform import VelocityGrid, exponentiate, jacobian_determinant, local_affine_velocity
 from .data import intensity_scale, pyramid
 from .networks import Generator, sample_latents, upsample
 
@@ -20,6 +28,19 @@ TILE_VOX = 96  # 1 mm tile edge for stages too large to run whole
 TILE_OVERLAP_VOX = 16
 WHOLE_LIMIT_VOX = 128**3  # stages up to this many voxels run on the whole volume
 BLEND_MM = 2.0
+
+# Inference-time shape diversity (see face_deformation); lengths in mm = 1 mm working-grid voxels.
+SHAPE_SPACING_MM = 4  # the velocity field lives on every 4th working-grid voxel
+SHAPE_FREE_MM = 8.0  # no displacement within this distance of the preserved region
+SHAPE_RAMP_MM = 20.0  # ... then the deformation fades in over this distance
+SHAPE_PARTS = 10  # local pieces (each with its mirror image)
+SHAPE_SIGMA_MM = (12.0, 24.0)  # window width range of a piece
+SHAPE_SHIFT_SD_MM = 7.0
+SHAPE_LOG_SCALE_SD = 0.3
+SHAPE_HEAD_LOG_SCALE_SD = 0.035  # overall head size/shape, per axis
+SHAPE_TRUNCATE_SD = 2.2
+SHAPE_HEAD_LEVEL = 0.15  # generated head vs background, normalised units (brain p99 = 1)
+SHAPE_MIN_JACOBIAN = 0.2
 
 
 def resolve_device(name: str) -> torch.device:
@@ -84,8 +105,11 @@ def generate_head(
     *,
     rng: torch.Generator,
     device: torch.device | str = "cpu",
+    shape_diversity: float = 1.0,
 ) -> np.ndarray:
-    """float32 [X, Y, Z] 1 mm head, subject's intensity scale; `preserved` voxels are the input's."""
+    """float32 [X, Y, Z] 1 mm head, subject's intensity scale; `preserved` voxels are the input's.
+
+    `shape_diversity` scales the seeded face deformation (0: the generator's head as it is)."""
     cfg = generator.cfg
     if tuple(volume.shape) != tuple(cfg.work_shape):
         raise RefaceError(f"volume {volume.shape} is not on the model's working grid {cfg.work_shape}")
@@ -105,6 +129,13 @@ def generate_head(
             out = generator.stage(k, conds[k], masks[k], noises[k], z, prev_up)
     finest = cfg.scales_mm[-1]
     head = upsample(out, volume.shape) if finest > 1 else out
+    shape_seed = int(torch.randint(0, 2**62, (1,), generator=rng))
+    if shape_diversity > 0:
+        coarse_head = head[0, 0, ::SHAPE_SPACING_MM, ::SHAPE_SPACING_MM, ::SHAPE_SPACING_MM].float().cpu().numpy()
+        disp = face_deformation(
+            preserved, coarse_head, np.random.default_rng(shape_seed), amount=shape_diversity
+        )
+        head = warp(head, disp)
     if finest > 1:
         head = head + _texture(norm, preserved, head, finest, rng, device)
     result = _blend_seam(head[0, 0].float().cpu().numpy(), norm, preserved) * scale
@@ -154,3 +185,92 @@ def _blend_seam(head: np.ndarray, norm: np.ndarray, preserved: np.ndarray) -> np
     out = head.copy()
     out[box] = alpha * norm[box] + (1.0 - alpha) * head[box]
     return out
+
+
+def _coarse_preserved(preserved: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    """Coarse node (i, j, k) at voxel SHAPE_SPACING_MM * (i, j, k): any preserved voxel in its cell."""
+    step, half = SHAPE_SPACING_MM, SHAPE_SPACING_MM // 2
+    padded = np.zeros(tuple(n * step for n in shape), bool)
+    fine = preserved[: padded.shape[0] - half, : padded.shape[1] - half, : padded.shape[2] - half]
+    padded[half : half + fine.shape[0], half : half + fine.shape[1], half : half + fine.shape[2]] = fine
+    blocks = padded.reshape(shape[0], step, shape[1], step, shape[2], step)
+    return blocks.any(axis=(1, 3, 5))
+
+
+def face_deformation(
+    preserved: np.ndarray, coarse_head: np.ndarray, rng: np.random.Generator, *, amount: float = 1.0
+) -> np.ndarray:
+    """A random smooth diffeomorphism's displacement [3, x, y, z] (voxels = mm) on the coarse grid.
+
+    Node (i, j, k) sits at working-grid voxel SHAPE_SPACING_MM * (i, j, k) (see `warp`). `coarse_head`
+    is the generated head sampled at those nodes (normalised units). The velocity is a sum of
+    Gaussian-windowed local affine pieces centred on the generated face surface (in front of or below
+    the preserved region), each paired with its mirror image about the preserved region's mid-sagittal
+    plane, plus an overall anisotropic scaling about the preserved centroid; it is zero within
+    SHAPE_FREE_MM of the preserved region and fades in over SHAPE_RAMP_MM. Shrunk until det J >
+    SHAPE_MIN_JACOBIAN everywhere (exp(v) never folds).
+    """
+    from scipy import ndimage as ndi
+
+    shape = tuple(-(-(n - 1) // SHAPE_SPACING_MM) + 1 for n in preserved.shape)
+    assert coarse_head.shape[:3] == tuple(-(-n // SHAPE_SPACING_MM) for n in preserved.shape)
+    head = np.zeros(shape, bool)
+    sub = coarse_head > SHAPE_HEAD_LEVEL
+    head[: sub.shape[0], : sub.shape[1], : sub.shape[2]] = sub
+    grid = VelocityGrid(shape=shape, origin=np.zeros(3), spacing=float(SHAPE_SPACING_MM))
+    points = grid.points()  # [3, x, y, z] in working-grid voxels
+    near = _coarse_preserved(preserved, shape)
+    if not near.any():
+        return np.zeros((3, *shape), np.float32)
+    dist = ndi.distance_transform_edt(~near) * SHAPE_SPACING_MM
+    ramp = np.clip((dist - SHAPE_FREE_MM) / SHAPE_RAMP_MM, 0.0, 1.0)
+    weight = (ramp * ramp * (3.0 - 2.0 * ramp)).astype(np.float32)  # smoothstep: C1 at both ends
+
+    def truncnorm(sd, size):
+        return np.clip(rng.standard_normal(size), -SHAPE_TRUNCATE_SD, SHAPE_TRUNCATE_SD) * sd
+
+    inside = np.nonzero(preserved)
+    centre = np.array([float(i.mean()) for i in inside], np.float32)
+    lowest = float(inside[2].min())
+    log_scale = truncnorm(SHAPE_HEAD_LOG_SCALE_SD, 3).astype(np.float32)
+    velocity = log_scale.reshape(3, 1, 1, 1) * (points - centre.reshape(3, 1, 1, 1))
+    surface = head & ~ndi.binary_erosion(head)
+    face = surface & (weight > 0.5) & ((points[1] > centre[1] + 20.0) | (points[2] < lowest))
+    candidates = np.argwhere(face)
+    if len(candidates):
+        picks = rng.choice(len(candidates), size=min(SHAPE_PARTS, len(candidates)), replace=False)
+        for node in candidates[np.sort(picks)]:
+            part = node.astype(np.float32) * SHAPE_SPACING_MM
+            sigma = rng.uniform(*SHAPE_SIGMA_MM)
+            shift = truncnorm(SHAPE_SHIFT_SD_MM, 3)
+            scale = truncnorm(SHAPE_LOG_SCALE_SD, 3)
+            mirror = np.array([2.0 * centre[0] - part[0], part[1], part[2]], np.float32)
+            velocity += 0.5 * local_affine_velocity(points, part, sigma, scale, shift)
+            velocity += 0.5 * local_affine_velocity(points, mirror, sigma, scale, shift * [-1.0, 1.0, 1.0])
+    velocity *= float(amount) * weight[None]
+    for _ in range(8):
+        disp = exponentiate(velocity, grid)
+        if float(jacobian_determinant(disp, grid.spacing).min()) > SHAPE_MIN_JACOBIAN:
+            return disp
+        velocity *= 0.7
+    return np.zeros((3, *shape), np.float32)  # unreachable in practice: keep the generator's head
+
+
+def warp(head: torch.Tensor, disp: np.ndarray) -> torch.Tensor:
+    """head [1, 1, X, Y, Z] resampled at x + u(x), u the coarse displacement `disp` [3, x, y, z] (voxels)
+    upsampled trilinearly (node (i, j, k) = voxel SHAPE_SPACING_MM * (i, j, k))."""
+    size = tuple(head.shape[2:])
+    assert head.ndim == 5 and disp.shape[0] == 3, (head.shape, disp.shape)
+    fine = [(n - 1) * SHAPE_SPACING_MM + 1 for n in disp.shape[1:]]
+    assert all(f >= s for f, s in zip(fine, size, strict=True)), (fine, size)
+    u = torch.nn.functional.interpolate(
+        torch.from_numpy(disp)[None], size=fine, mode="trilinear", align_corners=True
+    )[0, :, : size[0], : size[1], : size[2]]  # [3, X, Y, Z]
+    axes = [torch.arange(n, dtype=torch.float32) for n in size]
+    # grid_sample wants [N, X, Y, Z, 3] with the last axis ordered (Z, Y, X), in [-1, 1] (corners).
+    coords = [(2.0 * (axes[a].view([-1 if b == a else 1 for b in range(3)]) + u[a]) / (size[a] - 1) - 1.0)
+              for a in range(3)]
+    grid = torch.stack(coords[::-1], dim=-1)[None]
+    return torch.nn.functional.grid_sample(
+        head.float().cpu(), grid, mode="bilinear", padding_mode="border", align_corners=True
+    ).to(head.device, head.dtype)
