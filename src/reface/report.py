@@ -158,7 +158,8 @@ def scatter_plot(rows, methods: list[str], path: Path) -> Path | None:
     ax.set_ylabel("mean tissue Dice vs original (higher = more useful)")
     ax.set_xlim(-0.05, 1.05)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower left")
+    # outside the axes: a method at rank-1 0 with low Dice (lower left) must never hide behind the legend
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
