@@ -18,12 +18,7 @@ RESOURCES="$ROOT/src/reface/resources"
 
 mkdir -p "$WORK"
 if [ ! -f "$WORK/cohort/participants.tsv" ]; then
-    if "$PY" -m reface.cli synth --help >/dev/null 2>&1; then
-        "$PY" -m reface.cli synth "$WORK/cohort" --n "$N_SUBJECTS" --seed "$SEED" --sessions "$SESSIONS"
-    else  # the command is not in this build: same generator through the API
-        "$PY" -c "from reface.synth import generate_cohort; \
-generate_cohort('$WORK/cohort', $N_SUBJECTS, $SEED, sessions=$SESSIONS)"
-    fi
+    "$PY" -m reface.cli synth "$WORK/cohort" --n "$N_SUBJECTS" --seed "$SEED" --sessions "$SESSIONS"
 fi
 
 # shellcheck disable=SC2086
