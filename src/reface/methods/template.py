@@ -13,7 +13,7 @@ import numpy as np
 
 from ..registration import register_template, template_face
 from ..resources import load_volume, mean_head_path
-from .blur import FEATHER_MM, bbox, feather_weight, grow_coarse
+from .blend import FEATHER_MM, bbox, feather_weight, grow_coarse
 from .shear import cut_region
 
 QUANTILES = np.linspace(0.5, 99.5, 199)
