@@ -94,6 +94,7 @@ def test_default_model_makes_a_head_and_its_noise_matters(working):
     from reface.model.checkpoint import load_generator
     from reface.model.data import intensity_scale, pyramid
     from reface.model.networks import sample_latents
+    from reface.model.prior import fitted_prior
 
     volume, regions = working
     out = remodel(volume, regions, rng=np.random.default_rng(0))
@@ -104,16 +105,19 @@ def test_default_model_makes_a_head_and_its_noise_matters(working):
 
     generator, _ = load_generator(default_model_path())
     cfg = generator.cfg
-    levels = pyramid(volume / intensity_scale(volume, regions.brain), regions.preserved, cfg.scales_mm)
-    conds = [torch.from_numpy(levels[s]["cond"])[None, None] for s in cfg.scales_mm]
-    masks = [torch.from_numpy(levels[s]["mask"])[None, None] for s in cfg.scales_mm]
+    norm = volume / intensity_scale(volume, regions.brain)
+    prior = fitted_prior(norm, regions.brain, regions.grid)
+    levels = pyramid(norm, regions.preserved, cfg.scales_mm, prior)
+    conds, masks, priors = (
+        [torch.from_numpy(levels[s][name])[None, None] for s in cfg.scales_mm] for name in ("cond", "mask", "prior")
+    )
     heads = []
     for seed in (0, 1):
         z, noises = sample_latents(
             cfg, 1, [tuple(c.shape[2:]) for c in conds], torch.Generator().manual_seed(seed)
         )
         with torch.no_grad():
-            heads.append(generator(conds, masks, noises, z)[0][0, 0].numpy())
+            heads.append(generator(conds, masks, noises, z, priors)[0][0, 0].numpy())
     generated = levels[cfg.scales_mm[0]]["mask"] < 1
     assert np.abs(heads[0] - heads[1])[generated].mean() > 5e-4  # normalised units (brain p99 = 1)
 
@@ -192,16 +196,19 @@ def test_default_model_seeds_give_differently_shaped_heads(working):
     from reface.model.checkpoint import load_generator
     from reface.model.data import intensity_scale
     from reface.model.inference import generate_head
+    from reface.model.prior import fitted_prior
 
     volume, regions = working
     generator, _ = load_generator(default_model_path())
-    level = 0.15 * intensity_scale(volume, regions.brain)
+    scale = intensity_scale(volume, regions.brain)
+    level = 0.15 * scale
+    prior = fitted_prior(volume / scale, regions.brain, regions.grid)
     outside = ~regions.preserved
     changed = {}
     for diversity in (0.0, 1.0):
         masks = []
         for seed in (0, 1):
-            out = generate_head(generator, volume, regions.preserved, regions.brain,
+            out = generate_head(generator, volume, regions.preserved, regions.brain, regions.grid, prior=prior,
                                 rng=torch.Generator().manual_seed(seed), shape_diversity=diversity)
             masks.append(ndi.gaussian_filter(out, 1.5) > level)
         changed[diversity] = int((masks[0] ^ masks[1])[outside].sum())

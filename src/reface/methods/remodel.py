@@ -40,5 +40,5 @@ def remodel(
     seed = int(rng.integers(0, 2**63 - 1))
     noise_rng = torch.Generator().manual_seed(seed)  # CPU generator: the same draws on any device
     return generate_head(
-        generator, volume, regions.preserved, regions.brain, rng=noise_rng, device=torch_device
+        generator, volume, regions.preserved, regions.brain, regions.grid, rng=noise_rng, device=torch_device
     )

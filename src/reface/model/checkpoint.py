@@ -28,11 +28,7 @@ def save_generator(generator: Generator, path: str | Path, **info) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = describe(generator.cfg, **info)
-    # the mean-head priors are smooth intensities: float16 halves the shipped file at no visible cost
-    tensors = {
-        k: (v.half() if k.startswith("prior_") else v).detach().to("cpu").contiguous()
-        for k, v in generator.state_dict().items()
-    }
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in generator.state_dict().items()}
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata={"reface": json.dumps(meta, sort_keys=True)})
     tmp.chmod(0o644)  # safetensors creates files readable by the owner only

@@ -14,7 +14,7 @@ from ..errors import RefaceError
 from ..geometry import WORK_SHAPE
 
 MODEL_FORMAT = "reface-gan"
-MODEL_VERSION = 1
+MODEL_VERSION = 2  # 2: per-scan fitted-atlas prior (1 stored a cohort mean head in the weights)
 
 
 @dataclass(frozen=True)

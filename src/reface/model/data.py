@@ -4,8 +4,9 @@ Every scan is put on the 1 mm working grid exactly as `deidentify` does, normali
 percentile of its brain, and stored as a pyramid (one entry per model scale) of
   img  - the whole head,
   cond - head x preserved region (block-averaged from 1 mm, zero far from the brain),
-  mask - preserved fraction (block average of the 1 mm preserved mask).
-Inference builds its condition with the very same `pyramid` function.
+  mask - preserved fraction (block average of the 1 mm preserved mask),
+  prior - the atlas head fitted to this scan's brain (model/prior.py), the base the generator refines.
+Inference builds its inputs with the very same `pyramid` function.
 """
 
 from __future__ import annotations
@@ -22,8 +23,11 @@ import torch
 from .. import geometry
 from ..errors import RefaceError
 from ..masks import DEFAULT_MARGIN_MM, grow
+from .prior import fitted_prior
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
+FIELDS = ("img", "cond", "mask", "prior")
+CACHE_VERSION = 2  # bump when what a cache entry holds changes
 
 
 def intensity_scale(volume: np.ndarray, brain: np.ndarray) -> float:
@@ -36,11 +40,12 @@ def intensity_scale(volume: np.ndarray, brain: np.ndarray) -> float:
 
 
 def pyramid(
-    volume: np.ndarray, preserved: np.ndarray, scales_mm: tuple[int, ...]
+    volume: np.ndarray, preserved: np.ndarray, scales_mm: tuple[int, ...], prior: np.ndarray
 ) -> dict[int, dict[str, np.ndarray]]:
-    """Normalised 1 mm volume + preserved mask -> {scale: {img, cond, mask}} (float32, block averages)."""
+    """Normalised 1 mm volume, preserved mask and prior -> {scale: {img, cond, mask, prior}} (float32)."""
     base = {"img": np.asarray(volume, np.float32), "mask": preserved.astype(np.float32)}
     base["cond"] = base["img"] * base["mask"]
+    base["prior"] = np.asarray(prior, np.float32)
     levels, prev_scale, prev = {}, 1, base
     for s in sorted(scales_mm):  # each level from the previous one: block means of block means are exact
         factor = s // prev_scale if s % prev_scale == 0 else s
@@ -99,8 +104,8 @@ def prepare_scan(t1: Path, mask: Path | None, scales_mm: tuple[int, ...]) -> dic
     volume_w = geometry.resample(scan.data, scan.affine, grid, order=1)
     brain_w = geometry.resample_mask(brain, scan.affine, grid)
     preserved_w = geometry.resample_mask(preserved, scan.affine, grid, threshold=0.01)
-    scale = intensity_scale(volume_w, brain_w)
-    return pyramid(volume_w / scale, preserved_w, scales_mm)
+    volume_w = volume_w / intensity_scale(volume_w, brain_w)
+    return pyramid(volume_w, preserved_w, scales_mm, fitted_prior(volume_w, brain_w, grid))
 
 
 def _random_rotation(rng: np.random.Generator, max_deg: float) -> np.ndarray:
@@ -162,11 +167,11 @@ def augmented_packaged(
     preserved = grow_cropped(brain_w, DEFAULT_MARGIN_MM, grid.spacing)
     volume_w = np.clip(volume_w / intensity_scale(volume_w, brain_w), 0, None)
     volume_w = volume_w ** rng.uniform(0.8, 1.25)  # contrast variation
-    return pyramid(volume_w, preserved, scales_mm)
+    return pyramid(volume_w, preserved, scales_mm, fitted_prior(volume_w, brain_w, grid))
 
 
 def _cache_name(key: str, scales_mm: tuple[int, ...]) -> str:
-    digest = hashlib.sha1(f"{key}|{scales_mm}".encode()).hexdigest()[:12]
+    digest = hashlib.sha1(f"{key}|{scales_mm}|v{CACHE_VERSION}".encode()).hexdigest()[:12]
     return f"{digest}.npz"
 
 
@@ -215,11 +220,12 @@ def prepare_cache(
 # ---------------------------------------------------------------------------------------------- batches
 @dataclass
 class Batch:
-    """Per-stage tensors [N, 1, D, H, W] for img / cond / mask, coarse to fine."""
+    """Per-stage tensors [N, 1, D, H, W] for img / cond / mask / prior, coarse to fine."""
 
     img: list[torch.Tensor]
     cond: list[torch.Tensor]
     mask: list[torch.Tensor]
+    prior: list[torch.Tensor]
 
 
 class VolumeSet:
@@ -233,19 +239,11 @@ class VolumeSet:
         for path in paths:
             with np.load(path) as npz:
                 self.items.append(
-                    {(name, s): npz[f"{name}_{s}"] for s in scales_mm for name in ("img", "cond", "mask")}
+                    {(name, s): npz[f"{name}_{s}"] for s in scales_mm for name in FIELDS}
                 )
 
     def __len__(self) -> int:
         return len(self.items)
-
-    def mean_heads(self, *, symmetric: bool) -> list[torch.Tensor]:
-        """The cohort's mean head per scale (left-right symmetrised when training flips): the prior."""
-        heads = []
-        for s in self.scales_mm:
-            mean = np.mean([item[("img", s)].astype(np.float32) for item in self.items], axis=0)
-            heads.append(torch.from_numpy(0.5 * (mean + mean[::-1]) if symmetric else mean))
-        return heads
 
     def batch(
         self, n: int, rng: np.random.Generator, *, flip: bool, device, upto: int | None = None
@@ -253,7 +251,7 @@ class VolumeSet:
         scales = self.scales_mm if upto is None else self.scales_mm[: upto + 1]
         picks = rng.integers(0, len(self.items), n)
         flips = rng.random(n) < 0.5 if flip else np.zeros(n, bool)
-        out = {name: [] for name in ("img", "cond", "mask")}
+        out = {name: [] for name in FIELDS}
         for s in scales:
             for name in out:
                 arrays = [

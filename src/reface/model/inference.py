@@ -20,14 +20,18 @@ import numpy as np
 import torch
 
 from ..errors import RefaceError
+from ..geometry import Grid
 from ..synth.deform import VelocityGrid, exponentiate, jacobian_determinant, local_affine_velocity
 from .data import intensity_scale, pyramid
 from .networks import Generator, sample_latents, upsample
+from .prior import fitted_prior, quantile_mapper
 
 TILE_VOX = 96  # 1 mm tile edge for stages too large to run whole
 TILE_OVERLAP_VOX = 16
 WHOLE_LIMIT_VOX = 128**3  # stages up to this many voxels run on the whole volume
 BLEND_MM = 2.0
+HEAD_LEVEL = 0.1  # head vs air, normalised units (brain p99 = 1)
+SAMPLE = 500_000  # voxels enough for quantiles
 
 # Inference-time shape diversity (see face_deformation); lengths in mm = 1 mm working-grid voxels.
 SHAPE_SPACING_MM = 4  # the velocity field lives on every 4th working-grid voxel
@@ -71,14 +75,14 @@ def _tile_weight(size: tuple[int, ...], overlap: int, device) -> torch.Tensor:
     return ramps[0][:, None, None] * ramps[1][None, :, None] * ramps[2][None, None, :]
 
 
-def _stage_tiled(generator: Generator, k: int, cond, mask, noise, z, prev_up) -> torch.Tensor:
+def _stage_tiled(generator: Generator, k: int, cond, mask, noise, z, prev_up, priors) -> torch.Tensor:
     """Stage k on overlapping tiles, blended with tent weights: [1, 1, D, H, W]."""
     shape = cond.shape[2:]
     out = torch.zeros_like(cond)
     weight = torch.zeros_like(cond)
     size = tuple(min(TILE_VOX, n) for n in shape)
     w = _tile_weight(size, TILE_OVERLAP_VOX, cond.device)[None, None]
-    priors = generator.priors(k)
+    whole = Generator.priors(k, priors)
     for a in _tiles(shape[0], size[0], TILE_OVERLAP_VOX):
         for b in _tiles(shape[1], size[1], TILE_OVERLAP_VOX):
             for c in _tiles(shape[2], size[2], TILE_OVERLAP_VOX):
@@ -89,7 +93,7 @@ def _stage_tiled(generator: Generator, k: int, cond, mask, noise, z, prev_up) ->
                     slice(b, b + size[1]),
                     slice(c, c + size[2]),
                 )
-                prior = tuple(p[box] for p in priors)
+                prior = tuple(p[box] for p in whole)
                 tile = generator.stage(k, cond[box], mask[box], noise[box], z, prev_up[box], prior)
                 out[box] += tile * w
                 weight[box] += w
@@ -102,33 +106,46 @@ def generate_head(
     volume: np.ndarray,
     preserved: np.ndarray,
     brain: np.ndarray,
+    grid: Grid,
     *,
     rng: torch.Generator,
     device: torch.device | str = "cpu",
     shape_diversity: float = 1.0,
+    prior: np.ndarray | None = None,
 ) -> np.ndarray:
     """float32 [X, Y, Z] 1 mm head, subject's intensity scale; `preserved` voxels are the input's.
 
-    `shape_diversity` scales the seeded face deformation (0: the generator's head as it is)."""
+    `shape_diversity` scales the seeded face deformation (0: the generator's head as it is). `prior`
+    (normalised units) skips fitting the atlas when the caller already has it (it does not depend on the
+    seed)."""
     cfg = generator.cfg
     if tuple(volume.shape) != tuple(cfg.work_shape):
         raise RefaceError(f"volume {volume.shape} is not on the model's working grid {cfg.work_shape}")
     device = torch.device(device)
     scale = intensity_scale(volume, brain)
     norm = volume.astype(np.float32) / scale
-    levels = pyramid(norm, preserved, cfg.scales_mm)
-    conds = [torch.from_numpy(levels[s]["cond"])[None, None].to(device) for s in cfg.scales_mm]
-    masks = [torch.from_numpy(levels[s]["mask"])[None, None].to(device) for s in cfg.scales_mm]
+    if prior is None:
+        prior = fitted_prior(norm, brain, grid)
+    levels = pyramid(norm, preserved, cfg.scales_mm, prior)
+
+    def stack(name: str) -> list[torch.Tensor]:
+        return [torch.from_numpy(levels[s][name])[None, None].to(device) for s in cfg.scales_mm]
+
+    conds, masks, priors = stack("cond"), stack("mask"), stack("prior")
     z, noises = sample_latents(cfg, 1, [tuple(c.shape[2:]) for c in conds], rng, device)
     out = None
     for k in range(cfg.n_stages):
         prev_up = None if k == 0 else upsample(out, conds[k].shape[2:])
         if k > 0 and conds[k].numel() > WHOLE_LIMIT_VOX:
-            out = _stage_tiled(generator, k, conds[k], masks[k], noises[k], z, prev_up)
+            out = _stage_tiled(generator, k, conds[k], masks[k], noises[k], z, prev_up, priors)
         else:
-            out = generator.stage(k, conds[k], masks[k], noises[k], z, prev_up)
+            out = generator.stage(k, conds[k], masks[k], noises[k], z, prev_up, Generator.priors(k, priors))
     finest = cfg.scales_mm[-1]
-    head = upsample(out, volume.shape) if finest > 1 else out
+    if finest > 1:  # the generator's change over the prior, on the prior's own 1 mm detail
+        fine_prior = torch.from_numpy(np.asarray(prior, np.float32))[None, None].to(device)
+        head = fine_prior + upsample(out - priors[-1], volume.shape)
+    else:
+        head = out
     shape_seed = int(torch.randint(0, 2**62, (1,), generator=rng))
     if shape_diversity > 0:
         coarse_head = head[0, 0, ::SHAPE_SPACING_MM, ::SHAPE_SPACING_MM, ::SHAPE_SPACING_MM].float().cpu().numpy()
@@ -138,10 +155,29 @@ def generate_head(
         head = warp(head, disp)
     if finest > 1:
         head = head + _texture(norm, preserved, head, finest, rng, device)
-    result = _blend_seam(head[0, 0].float().cpu().numpy(), norm, preserved) * scale
+    result = _blend_seam(head[0, 0].float().cpu().numpy(), norm, preserved)
+    result = _match_contrast(result, norm, preserved)
     if volume.min() >= 0:
         result = np.clip(result, 0, None)
-    return result.astype(np.float32)
+    return (result * scale).astype(np.float32)
+
+
+def _match_contrast(head: np.ndarray, norm: np.ndarray, preserved: np.ndarray) -> np.ndarray:
+    """Quantile-match the generated tissue outside the preserved region to the subject's own.
+
+    Reads only a 99-quantile summary of the subject's non-brain intensities (a global contrast statistic
+    with no spatial information, as the template baseline uses): downstream tools normalise by whole-head
+    percentiles, so a head whose scalp fat is brighter or darker than the subject's shifts their output.
+    """
+    outside = ~preserved
+    source = head[outside & (head > HEAD_LEVEL)]
+    reference = norm[outside & (norm > HEAD_LEVEL)]
+    if source.size < 1000 or reference.size < 1000:
+        return head
+    mapping = quantile_mapper(source[:: max(1, source.size // SAMPLE)], reference[:: max(1, reference.size // SAMPLE)])
+    out = head.copy()
+    out[outside] = mapping(head[outside])
+    return out
 
 
 def _texture(

@@ -75,10 +75,10 @@ class StageGenerator(nn.Module):
 class Generator(nn.Module):
     """Stages coarse to fine; `stage(k, ...)` runs one, `forward` runs them all on whole volumes.
 
-    A population prior (the training cohort's mean head per scale, a buffer saved with the weights)
-    makes every stage residual, Laplacian-pyramid style: stage 0 adds to the coarse mean head, stage k
-    adds to the upsampled coarser output plus the mean head's detail at its scale. The prior is an
-    average over training subjects, never any one person's face.
+    Every stage is residual over a per-scan prior (model/prior.py: a population-average head fitted to
+    the patient's brain), Laplacian-pyramid style: stage 0 adds to the coarse prior, stage k adds to the
+    upsampled coarser output plus the prior's detail at its scale. The prior is given per call (one
+    pyramid level per stage), never stored in the weights.
     """
 
     def __init__(self, cfg: ModelConfig):
@@ -90,23 +90,14 @@ class Generator(nn.Module):
             )
             for k in range(cfg.n_stages)
         )
-        for k, scale in enumerate(cfg.scales_mm):
-            self.register_buffer(f"prior_{k}", torch.zeros(1, 1, *cfg.shape_at(scale)))
         self.to(memory_format=torch.channels_last_3d)
 
-    @torch.no_grad()
-    def set_prior(self, heads: list[torch.Tensor]) -> None:
-        """Mean heads, coarse to fine, each [D, H, W] at its stage's scale."""
-        for k, head in enumerate(heads):
-            getattr(self, f"prior_{k}").copy_(head.reshape(getattr(self, f"prior_{k}").shape))
-
-    def priors(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mean head, its detail over the upsampled coarser mean head) at stage k: [1, 1, D, H, W] each."""
-        prior = getattr(self, f"prior_{k}")
+    @staticmethod
+    def priors(k: int, heads: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(prior head, its detail over the upsampled coarser prior) at stage k from a prior pyramid."""
         if k == 0:
-            return prior, prior
-        coarser = getattr(self, f"prior_{k - 1}")
-        return prior, prior - upsample(coarser, prior.shape[2:])
+            return heads[0], heads[0]
+        return heads[k], heads[k] - upsample(heads[k - 1], heads[k].shape[2:])
 
     def stage(
         self,
@@ -115,13 +106,13 @@ class Generator(nn.Module):
         mask: torch.Tensor,
         noise: torch.Tensor,
         z: torch.Tensor,
-        prev_up: torch.Tensor | None = None,
-        prior: tuple[torch.Tensor, torch.Tensor] | None = None,
+        prev_up: torch.Tensor | None,
+        prior: tuple[torch.Tensor, torch.Tensor],
         net: nn.Module | None = None,
     ) -> torch.Tensor:
         """Head at stage k's scale, composited with the condition: [N, 1, D, H, W].
 
-        `prior` is `self.priors(k)` cropped like the other inputs (default: whole volume);
+        `prior` is `Generator.priors(k, ...)` cropped like the other inputs;
         `net` replaces `self.stages[k]` (e.g. the EMA copy's or a wrapped module) with the same composite.
         """
         n = cond.shape[0]
@@ -130,16 +121,17 @@ class Generator(nn.Module):
         assert_shape(mask, [n, 1, *spatial])
         assert_shape(noise, [n, self.cfg.noise_channels, *spatial])
         assert_shape(z, [n, self.cfg.latent_dim])
-        mean_head, detail = self.priors(k) if prior is None else prior
-        mean_head, detail = mean_head.expand(n, 1, *spatial), detail.expand(n, 1, *spatial)
-        parts = [cond, mask, noise, mean_head]
+        prior_head, detail = prior
+        assert_shape(prior_head, [n, 1, *spatial])
+        assert_shape(detail, [n, 1, *spatial])
+        parts = [cond, mask, noise, prior_head]
         if k > 0:
             assert prev_up is not None
             assert_shape(prev_up, [n, 1, *spatial])
             parts.append(prev_up)
             base = prev_up + detail
         else:
-            base = mean_head
+            base = prior_head
         head = (net or self.stages[k])(torch.cat(parts, dim=1), z, base)
         out = cond + (1.0 - mask) * head
         assert_shape(out, [n, 1, *spatial])
@@ -151,6 +143,7 @@ class Generator(nn.Module):
         masks: list[torch.Tensor],
         noises: list[torch.Tensor],
         z: torch.Tensor,
+        priors: list[torch.Tensor],
         until: int | None = None,
     ) -> list[torch.Tensor]:
         """Outputs of stages 0..until (whole volumes), each fed upsampled into the next."""
@@ -158,7 +151,7 @@ class Generator(nn.Module):
         outs: list[torch.Tensor] = []
         for k in range(last + 1):
             prev_up = None if k == 0 else upsample(outs[-1], conds[k].shape[2:])
-            outs.append(self.stage(k, conds[k], masks[k], noises[k], z, prev_up))
+            outs.append(self.stage(k, conds[k], masks[k], noises[k], z, prev_up, self.priors(k, priors)))
         return outs
 
 

@@ -41,7 +41,7 @@ class StageInputs:
     noise: torch.Tensor
     z: torch.Tensor
     prev_up: torch.Tensor | None
-    prior: tuple[torch.Tensor, torch.Tensor]  # mean head and its detail at this scale
+    prior: tuple[torch.Tensor, torch.Tensor]  # the scan's fitted prior head and its detail at this scale
 
 
 @dataclass
@@ -118,10 +118,11 @@ class Trainer:
         prev_up = None
         if k > 0:
             with self._autocast():
-                coarse = self.G_ema(batch.cond[:k], batch.mask[:k], noises[:k], z, until=k - 1)[-1]
+                outs = self.G_ema(batch.cond[:k], batch.mask[:k], noises[:k], z, batch.prior[:k], until=k - 1)
+                coarse = outs[-1]
             prev_up = upsample(coarse.float(), batch.cond[k].shape[2:])
         cond, mask, img, noise = batch.cond[k], batch.mask[k], batch.img[k], noises[k]
-        prior = tuple(p.expand(n, -1, -1, -1, -1) for p in self.G.priors(k))
+        prior = Generator.priors(k, batch.prior)
         size = cfg.patch_vox[k]
         if size:
             corners = patch_corners(mask, img, size, rng)
@@ -231,9 +232,10 @@ def _sample_png(trainer: Trainer, batch: Batch, path: Path, gen: torch.Generator
         fakes = []
         for _ in range(2):
             z, noises = sample_latents(cfg, n, shapes, gen, trainer.device)
-            out = trainer.G_ema([c[:n] for c in batch.cond], [m[:n] for m in batch.mask], noises, z, until=k)[
-                -1
-            ]
+            out = trainer.G_ema(
+                [c[:n] for c in batch.cond], [m[:n] for m in batch.mask], noises, z, [p[:n] for p in batch.prior],
+                until=k,
+            )[-1]
             fakes.append(out.float().cpu().numpy()[:, 0])
     real = batch.img[k][:n].float().cpu().numpy()[:, 0]
     for i in range(n):
@@ -275,9 +277,6 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False, quiet:
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank (gradients are averaged by hand)
     trainer = Trainer(cfg, device, dist)
     torch.manual_seed(cfg.seed + dist.rank)
-    prior = data.mean_heads(symmetric=cfg.flip_lr)
-    trainer.G.set_prior(prior)
-    trainer.G_ema.set_prior(prior)
     start_stage, start_step, done_steps = 0, 0, [0] * cfg.model.n_stages
     if resume and state_path.exists():
         state = load_state(state_path)

@@ -1,0 +1,203 @@
+"""The generator's per-scan prior: a population-average head fitted to the patient's *brain* only.
+
+A CPU-trained GAN cannot learn skull, scalp and face layering from scratch (the first default model made
+bald fog), so every stage is residual over a sharp prior instead: pydeface's mean head (an average of
+many people, never one person's face), placed by its brain, not by the patient's head or face:
+  1. brain-to-brain affine registration (SimpleITK, Mattes MI on skull-stripped 3 mm images);
+  2. a diffeomorphic demons warp of the two brain masks, smooth enough to carry the template's skull
+     and scalp along so that they wrap the patient's brain (no template brain sticks out, no gap);
+  3. intensities mapped onto the patient's by quantile matching of the two *brains*.
+Nothing outside the patient's brain mask is read, so the prior cannot carry the patient's face.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from .. import geometry
+from ..errors import RefaceError
+from ..geometry import Grid
+
+COARSE_MM = 3.0
+DEMONS_MM = 4.0  # demons grid spacing (divides the working shape)
+DEMONS_ITERATIONS = 40
+DEMONS_SIGMA_VOX = 1.5  # update smoothing (x DEMONS_MM = 6 mm): smooth, folding-free warps
+QUANTILES = np.linspace(1.0, 99.0, 99)
+# Below this brain overlap after the affine stage the template is not where the patient's brain is.
+MIN_BRAIN_DICE = 0.8
+
+
+@dataclass(frozen=True)
+class Atlas:
+    """The template head (its own scale), its brain mask, and its voxel -> world affine."""
+
+    head: np.ndarray
+    brain: np.ndarray
+    affine: np.ndarray
+
+
+@lru_cache(maxsize=1)
+def atlas() -> Atlas:
+    """pydeface's mean head and a deepbet brain mask of it (computed once per process, ~3 s)."""
+    from ..io import load_scan
+    from ..masks import auto_brain_mask
+    from ..resources import mean_head_path
+
+    scan = load_scan(mean_head_path())
+    brain = auto_brain_mask(scan)
+    head = scan.data
+    for a in (head, brain):
+        a.setflags(write=False)
+    return Atlas(head=head, brain=brain, affine=scan.affine)
+
+
+def _brain_only_coarse(volume: np.ndarray, brain: np.ndarray, affine: np.ndarray, spacing: float):
+    """Skull-stripped, anti-aliased, [0, 1]-scaled coarse RAS image of a brain."""
+    from ..registration import _coarse
+
+    masked = np.where(brain, volume, 0.0).astype(np.float32)
+    return _coarse(masked, affine, spacing)
+
+
+def _centroid(mask: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    ijk = np.array(ndi.center_of_mass(mask))
+    return affine[:3, :3] @ ijk + affine[:3, 3]
+
+
+def register_brains(volume: np.ndarray, brain: np.ndarray, grid: Grid, *, seed: int = 0) -> np.ndarray:
+    """4x4 affine mapping working RAS mm -> atlas RAS mm, fitted on the two skull-stripped brains."""
+    import SimpleITK as sitk
+
+    from ..registration import _matrix, _single_threaded, _sitk_image, _stage
+
+    ref = atlas()
+    fixed_np, fixed_grid = _brain_only_coarse(volume, brain, grid.affine, COARSE_MM)
+    moving_np, moving_grid = _brain_only_coarse(ref.head, ref.brain, ref.affine, COARSE_MM)
+    fixed, moving = _sitk_image(fixed_np, fixed_grid), _sitk_image(moving_np, moving_grid)
+    c_fixed, c_moving = _centroid(brain, grid.affine), _centroid(ref.brain, ref.affine)
+    with _single_threaded():
+        rigid = sitk.Euler3DTransform()
+        rigid.SetCenter(tuple(float(v) for v in c_fixed))
+        rigid.SetTranslation(tuple(float(v) for v in c_moving - c_fixed))
+        rigid, _ = _stage(fixed, moving, rigid, shrink=[2, 1], sigmas=[4.0, 2.0], iterations=60,
+                          sampling=0.1, seed=seed)
+        affine = sitk.AffineTransform(3)
+        affine.SetCenter(rigid.GetCenter())
+        affine.SetMatrix(rigid.GetMatrix())
+        affine.SetTranslation(rigid.GetTranslation())
+        affine, _ = _stage(fixed, moving, affine, shrink=[1], sigmas=[1.5], iterations=80,
+                           sampling=0.1, seed=seed)
+    return _matrix(affine)
+
+
+def _demons(fixed: np.ndarray, moving: np.ndarray, *, iterations: int = DEMONS_ITERATIONS,
+            sigma: float = DEMONS_SIGMA_VOX) -> np.ndarray:
+    """Symmetric-forces demons on two soft masks -> displacement [3, X, Y, Z] in voxels of their grid.
+
+    moving(x + u(x)) ~ fixed(x). The update is Gaussian-smoothed every iteration (diffusion-like
+    regularisation), which keeps the field smooth: it carries whole tissue shells, not single voxels.
+    """
+    fixed = ndi.gaussian_filter(fixed.astype(np.float32), 1.0)
+    moving = ndi.gaussian_filter(moving.astype(np.float32), 1.0)
+    grid = np.indices(fixed.shape, dtype=np.float32)
+    grad_fixed = np.stack(np.gradient(fixed))
+    u = np.zeros((3, *fixed.shape), np.float32)
+    for _ in range(iterations):
+        warped = ndi.map_coordinates(moving, grid + u, order=1, mode="nearest")
+        diff = warped - fixed
+        g = 0.5 * (grad_fixed + np.stack(np.gradient(warped)))
+        denom = (g**2).sum(axis=0) + diff**2
+        step = np.where(denom > 1e-6, -diff / np.maximum(denom, 1e-6), 0.0)
+        u = u + np.clip(step * g, -1.0, 1.0)  # at most one voxel per iteration
+        u = np.stack([ndi.gaussian_filter(c, sigma) for c in u]).astype(np.float32)
+    return u
+
+
+def min_jacobian(u: np.ndarray) -> float:
+    """Smallest det(I + grad u) of a voxel-unit displacement field (<= 0 means folding)."""
+    jac = np.empty((3, 3, *u.shape[1:]), np.float32)
+    for i in range(3):
+        for j, d in enumerate(np.gradient(u[i])):
+            jac[i, j] = d + (1.0 if i == j else 0.0)
+    det = np.linalg.det(np.moveaxis(jac, (0, 1), (-2, -1)))
+    return float(det.min())
+
+
+def quantile_mapper(source: np.ndarray, reference: np.ndarray):
+    """Monotone map of source quantiles onto reference quantiles, proportional outside their range.
+
+    Proportional (through zero) beyond the brain's range: scalp fat keeps its ratio to white matter,
+    air stays air.
+    """
+    xp = np.maximum.accumulate(np.percentile(source, QUANTILES))
+    xp = xp + 1e-6 * max(1.0, float(abs(xp).max())) * np.arange(xp.size)
+    fp = np.percentile(reference, QUANTILES)
+    high = float(fp[-1] / xp[-1]) if xp[-1] > 0 else 1.0
+    low = float(fp[0] / xp[0]) if xp[0] > 0 else 1.0
+
+    def apply(x: np.ndarray) -> np.ndarray:
+        mapped = np.where(x > xp[-1], x * high, np.interp(x, xp, fp))
+        return np.where(x < xp[0], x * low, mapped).astype(np.float32)
+
+    return apply
+
+
+def fitted_prior(volume: np.ndarray, brain: np.ndarray, grid: Grid, *, seed: int = 0) -> np.ndarray:
+    """The atlas head on the working grid, wrapped around this brain, on this scan's intensity scale.
+
+    `volume` is read inside `brain` only. float32, same shape as `volume`.
+    """
+    if volume.shape != grid.shape or brain.shape != grid.shape:
+        raise AssertionError("volume, brain and grid must share one shape")
+    ref = atlas()
+    matrix = register_brains(volume, brain, grid, seed=seed)
+    step = int(round(DEMONS_MM / min(grid.spacing)))
+    if any(n % step for n in grid.shape):
+        raise AssertionError(f"working shape {grid.shape} is not divisible by {step}")
+    stride = np.diag([step, step, step, 1.0])
+    stride[:3, 3] = (step - 1) / 2.0
+    to_atlas = np.linalg.inv(ref.affine) @ matrix @ grid.affine @ stride  # coarse block centre -> atlas voxel
+    coarse_shape = tuple(n // step for n in grid.shape)
+    atlas_brain = ndi.affine_transform(ref.brain.astype(np.float32), to_atlas[:3, :3], offset=to_atlas[:3, 3],
+                                       output_shape=coarse_shape, order=1)
+    patient_brain = geometry.downsample(brain.astype(np.float32), step)
+    if _dice(atlas_brain > 0.5, patient_brain > 0.5) < MIN_BRAIN_DICE:
+        raise RefaceError("could not fit the template head to this brain (brain registration failed)")
+    u = _demons(patient_brain, atlas_brain) * step  # in working voxels
+    head, warped_brain = _sample_atlas(ref, np.linalg.inv(ref.affine) @ matrix @ grid.affine, u, grid.shape)
+    both = warped_brain & brain
+    if both.sum() < 1000:
+        raise RefaceError("could not fit the template head to this brain (no overlap after warping)")
+    mapping = quantile_mapper(head[both], volume[both])
+    return np.clip(mapping(head), 0.0, None)
+
+
+def _sample_atlas(ref: Atlas, to_atlas: np.ndarray, u_coarse: np.ndarray, shape: tuple[int, int, int]):
+    """Atlas head and brain at working voxel x -> to_atlas @ (x + u(x)), u upsampled from its coarse grid."""
+    import torch
+    import torch.nn.functional as F
+
+    with torch.inference_mode():
+        u = F.interpolate(torch.from_numpy(u_coarse)[None], size=shape, mode="trilinear", align_corners=False)[0]
+        x = torch.stack(torch.meshgrid(*[torch.arange(n, dtype=torch.float32) for n in shape], indexing="ij"))
+        x += u
+        del u
+        a = torch.from_numpy(to_atlas.astype(np.float32))
+        vox = torch.einsum("ij,jxyz->xyzi", a[:3, :3], x) + a[:3, 3]
+        del x
+        # grid_sample wants (W, H, D) = (k, j, i) order in [-1, 1] (align_corners=True: -1/1 are the end voxels)
+        sizes = torch.tensor(ref.head.shape, dtype=torch.float32)
+        norm = (2.0 * vox / (sizes - 1) - 1.0).flip(-1)[None]
+        del vox
+        src = torch.from_numpy(np.stack([ref.head, ref.brain.astype(np.float32)]))[None]
+        out = F.grid_sample(src, norm, mode="bilinear", padding_mode="zeros", align_corners=True)[0]
+    return out[0].numpy(), out[1].numpy() > 0.5
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    total = int(a.sum()) + int(b.sum())
+    return 2.0 * float((a & b).sum()) / total if total else 0.0

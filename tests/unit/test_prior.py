@@ -1,0 +1,94 @@
+"""The generator's prior: the atlas head fitted to a brain (model/prior.py).
+
+The privacy-critical property is checked directly: the prior is a function of the brain alone, so
+scrambling everything outside the brain mask leaves it bit-identical.
+"""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from reface.deidentify import to_working
+from reface.errors import RefaceError
+from reface.io import load_scan
+from reface.masks import make_regions
+from reface.model.data import intensity_scale
+from reface.model.prior import _demons, atlas, fitted_prior, min_jacobian, quantile_mapper
+from reface.phantom import phantom_image
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2.0 * float((a & b).sum()) / float(a.sum() + b.sum())
+
+
+@pytest.fixture(scope="module")
+def working(tmp_path_factory):
+    img, brain = phantom_image(shape=(56, 52, 60), zooms=(3.5, 4.0, 3.5), axcodes="LPS", oblique_deg=12.0)
+    path = tmp_path_factory.mktemp("prior") / "head.nii.gz"
+    nib.save(img, path)
+    scan = load_scan(path)
+    volume, regions = to_working(scan, make_regions(scan, brain=brain))
+    return volume / intensity_scale(volume, regions.brain), regions
+
+
+def test_prior_depends_on_the_brain_only_and_wraps_it(working):
+    volume, regions = working
+    prior = fitted_prior(volume, regions.brain, regions.grid)
+    assert prior.shape == volume.shape and prior.dtype == np.float32 and np.isfinite(prior).all()
+
+    scrambled = volume.copy()
+    rng = np.random.default_rng(0)
+    outside = ~regions.brain
+    scrambled[outside] = rng.permutation(scrambled[outside]) * 1.7  # another face, another contrast
+    assert np.array_equal(fitted_prior(scrambled, regions.brain, regions.grid), prior)
+
+    # the template's head surrounds the patient's brain: tissue in a shell outside it, air far away
+    shell = ndi.binary_dilation(regions.brain, iterations=12) & ~ndi.binary_dilation(regions.brain, iterations=6)
+    assert np.median(prior[shell]) > 0.1
+    assert float(np.mean(prior[:, :, -3:])) < 0.1  # above the vertex: air
+    # intensities were mapped onto the patient's brain: similar brain medians
+    assert abs(np.median(prior[regions.brain]) / np.median(volume[regions.brain]) - 1.0) < 0.25
+
+
+def test_demons_aligns_two_ellipsoids_without_folding():
+    x = np.indices((40, 48, 44)).astype(np.float32)
+    fixed = ((x[0] - 20) / 14) ** 2 + ((x[1] - 24) / 17) ** 2 + ((x[2] - 22) / 15) ** 2 < 1
+    moving = ((x[0] - 22) / 12) ** 2 + ((x[1] - 23) / 18) ** 2 + ((x[2] - 23) / 13) ** 2 < 1
+    u = _demons(fixed.astype(np.float32), moving.astype(np.float32))
+    warped = ndi.map_coordinates(moving.astype(np.float32), x + u, order=1) > 0.5
+    assert _dice(moving, fixed) < 0.85
+    assert _dice(warped, fixed) > 0.97
+    assert min_jacobian(u) > 0.2
+
+
+def test_quantile_mapper_is_monotone_and_proportional_outside_the_range():
+    rng = np.random.default_rng(0)
+    source = rng.uniform(1.0, 2.0, 10_000)
+    reference = rng.uniform(10.0, 30.0, 10_000)
+    mapping = quantile_mapper(source, reference)
+    x = np.linspace(0.0, 4.0, 401)
+    y = mapping(x)
+    assert np.all(np.diff(y) >= 0)
+    assert abs(float(mapping(np.array([1.5]))[0]) - 20.0) < 1.0
+    assert np.isclose(float(mapping(np.array([0.0]))[0]), 0.0)  # air stays air
+    top = float(mapping(np.array([2.5]))[0]) / 2.5
+    assert np.isclose(top, float(mapping(np.array([3.5]))[0]) / 3.5)
+
+
+def test_atlas_has_a_plausible_brain_inside_a_head():
+    ref = atlas()
+    ml = ref.brain.sum() * abs(np.linalg.det(ref.affine[:3, :3])) / 1000.0
+    assert 900 < ml < 1800
+    head = ref.head > 0.1 * np.percentile(ref.head, 99)
+    assert head.sum() > 2 * ref.brain.sum()
+
+
+def test_a_brain_nothing_like_the_atlas_is_refused(working):
+    volume, regions = working
+    brain = np.zeros_like(regions.brain)
+    brain[60:70, 100:110, 100:180] = True  # a thin rod, not a brain
+    with pytest.raises(RefaceError):
+        fitted_prior(volume, brain, regions.grid)
