@@ -32,9 +32,10 @@ class ConvBlock(nn.Sequential):
 class StageGenerator(nn.Module):
     """One scale: a small 3D U-Net whose bottleneck is modulated by the latent (FiLM)."""
 
-    def __init__(self, in_channels: int, width: int, levels: int, latent_dim: int, residual: bool):
+    def __init__(self, in_channels: int, width: int, levels: int, latent_dim: int, residual: bool,
+                 limit: float = 1.0):
         super().__init__()
-        self.levels, self.residual = levels, residual
+        self.levels, self.residual, self.limit = levels, residual, limit
         widths = [width * 2**i for i in range(levels + 1)]  # full res .. bottleneck
         self.inp = ConvBlock(in_channels, widths[0])
         self.down = nn.ModuleList(ConvBlock(widths[i], widths[i + 1], stride=2) for i in range(levels))
@@ -69,7 +70,9 @@ class StageGenerator(nn.Module):
             h = F.interpolate(h, size=skip.shape[2:], mode="trilinear", align_corners=False)
             h = up(torch.cat([h, skip], dim=1))
         out = self.out(h)
-        return base + out
+        # soft-bounded change: identity near 0 (the finer stages start as the identity), never a blow-up
+        # that hands the discriminator a trivial fake (the first CPU run diverged without it)
+        return base + self.limit * torch.tanh(out / self.limit)
 
 
 class Generator(nn.Module):
@@ -86,7 +89,8 @@ class Generator(nn.Module):
         self.cfg = cfg
         self.stages = nn.ModuleList(
             StageGenerator(
-                cfg.stage_in_channels(k), cfg.g_widths[k], cfg.g_levels, cfg.latent_dim, residual=k > 0
+                cfg.stage_in_channels(k), cfg.g_widths[k], cfg.g_levels, cfg.latent_dim, residual=k > 0,
+                limit=cfg.residual_limit,
             )
             for k in range(cfg.n_stages)
         )
