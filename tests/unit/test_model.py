@@ -287,3 +287,19 @@ def test_train_function_end_to_end_and_resume(tmp_path):
         train(cfg, tmp_path / "run", quiet=True)
     out = train(replace(cfg, steps=(1, 1, 2)), tmp_path / "run", resume=True, quiet=True)
     assert load_generator(out)[1]["steps"] == [1, 1, 2]
+
+
+def test_stage_change_is_bounded_by_the_residual_limit():
+    """However the weights drift, a stage moves its base by less than residual_limit (no blow-up)."""
+    torch.manual_seed(0)
+    gen = Generator(SMALL)
+    with torch.no_grad():
+        gen.stages[0].out.weight.mul_(1e4)
+        gen.stages[0].out.bias.fill_(50.0)
+    batch = ball_batch(SMALL)
+    z, noises = sample_latents(SMALL, 2, [SMALL.shape_at(8)], torch.Generator().manual_seed(0))
+    out = gen.stage(0, batch.cond[0], batch.mask[0], noises[0], z, None, Generator.priors(0, batch.prior))
+    outside = batch.mask[0] == 0
+    change = (out - batch.prior[0])[outside]
+    assert change.abs().max() <= SMALL.residual_limit + 1e-6
+    assert change.abs().max() > 0.9 * SMALL.residual_limit  # the bound is reached, not a no-op

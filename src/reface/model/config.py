@@ -29,7 +29,7 @@ class ModelConfig:
     d_widths: tuple[int, ...] = (16, 8, 8)  # discriminator base width, per stage
     d_levels: int = 3  # strided convs per discriminator
     work_shape: tuple[int, int, int] = WORK_SHAPE  # 1 mm working grid
-    residual_limit: float = 1.0  # soft bound (tanh) on each stage's change to its base, normalised units
+    residual_limit: float = 0.15  # soft bound (tanh) on each stage's change to its base, normalised units
 
     def __post_init__(self) -> None:
         n = len(self.scales_mm)
@@ -76,7 +76,7 @@ class TrainConfig:
     lr_d: float = 1e-3
     beta1: float = 0.0
     beta2: float = 0.99
-    r1_gamma: float = 4.0  # R1 gradient penalty weight on real samples
+    r1_gamma: float = 1.0  # R1 gradient penalty weight on real samples
     r1_every: int = 8  # lazy regularisation (StyleGAN2)
     fm_weight: float = 1.0  # batch-statistics feature matching (not per-subject: no identity leak)
     ema_half_life_steps: float = 100.0

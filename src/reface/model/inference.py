@@ -1,10 +1,12 @@
 """Inference: a new head around one brain, on the 1 mm working grid, in the subject's intensity scale.
 
-The generator runs coarse to fine on whole volumes (a 1 mm stage, when the model has one, runs in
-overlapping tiles). A model whose finest scale is coarser than 1 mm is upsampled to 1 mm and given
-high-frequency texture: Gaussian noise whose level is the subject's own robust noise level (a scalar,
-not an image of the face). Within 2 mm of the preserved region the output ramps to the input, so the
-seam around the pasted brain is not a step.
+First the prior: the population-average template head fitted to this brain (model/prior.py; it reads the
+brain only). The generator then runs coarse to fine on whole volumes (a 1 mm stage, when the model has one,
+runs in overlapping tiles), each stage a bounded change over the prior's pyramid. A model whose finest
+scale is coarser than 1 mm adds its upsampled change to the 1 mm prior and gets high-frequency texture:
+Gaussian noise at the subject's own robust noise level (a scalar, not an image of the face). Within 2 mm of
+the preserved region the output ramps to the input, so the seam around the pasted brain is not a step;
+last, the generated tissue's intensity histogram is matched to the subject's non-brain histogram.
 
 Shape diversity (not learned): before the texture, the generated head is warped by a random smooth
 diffeomorphism drawn from the seed (`face_deformation`): Gaussian-windowed local shifts/scalings centred
