@@ -94,7 +94,7 @@ def test_default_model_makes_a_head_and_its_noise_matters(working):
     from reface.model.checkpoint import load_generator
     from reface.model.data import intensity_scale, pyramid
     from reface.model.networks import sample_latents
-    from reface.model.prior import fitted_prior
+    from reface.model.prior import fitted_prior, match_contrast
 
     volume, regions = working
     out = remodel(volume, regions, rng=np.random.default_rng(0))
@@ -106,7 +106,7 @@ def test_default_model_makes_a_head_and_its_noise_matters(working):
     generator, _ = load_generator(default_model_path())
     cfg = generator.cfg
     norm = volume / intensity_scale(volume, regions.brain)
-    prior = fitted_prior(norm, regions.brain, regions.grid)
+    prior = match_contrast(fitted_prior(norm, regions.brain, regions.grid), norm, regions.preserved)
     levels = pyramid(norm, regions.preserved, cfg.scales_mm, prior)
     conds, masks, priors = (
         [torch.from_numpy(levels[s][name])[None, None] for s in cfg.scales_mm] for name in ("cond", "mask", "prior")
@@ -117,8 +117,8 @@ def test_default_model_makes_a_head_and_its_noise_matters(working):
             cfg, 1, [tuple(c.shape[2:]) for c in conds], torch.Generator().manual_seed(seed)
         )
         with torch.no_grad():
-            heads.append(generator(conds, masks, noises, z, priors)[0][0, 0].numpy())
-    generated = levels[cfg.scales_mm[0]]["mask"] < 1
+            heads.append(generator(conds, masks, noises, z, priors)[-1][0, 0].numpy())
+    generated = levels[cfg.scales_mm[-1]]["mask"] < 1
     assert np.abs(heads[0] - heads[1])[generated].mean() > 5e-4  # normalised units (brain p99 = 1)
 
 
@@ -196,13 +196,14 @@ def test_default_model_seeds_give_differently_shaped_heads(working):
     from reface.model.checkpoint import load_generator
     from reface.model.data import intensity_scale
     from reface.model.inference import generate_head
-    from reface.model.prior import fitted_prior
+    from reface.model.prior import fitted_prior, match_contrast
 
     volume, regions = working
     generator, _ = load_generator(default_model_path())
     scale = intensity_scale(volume, regions.brain)
     level = 0.15 * scale
-    prior = fitted_prior(volume / scale, regions.brain, regions.grid)
+    prior = match_contrast(fitted_prior(volume / scale, regions.brain, regions.grid), volume / scale,
+                           regions.preserved)
     outside = ~regions.preserved
     changed = {}
     for diversity in (0.0, 1.0):

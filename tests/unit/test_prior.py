@@ -16,7 +16,7 @@ from reface.errors import RefaceError
 from reface.io import load_scan
 from reface.masks import make_regions
 from reface.model.data import intensity_scale
-from reface.model.prior import _demons, atlas, fitted_prior, min_jacobian, quantile_mapper
+from reface.model.prior import _demons, atlas, fitted_prior, match_contrast, min_jacobian, quantile_mapper
 from reface.phantom import phantom_image
 
 
@@ -92,3 +92,19 @@ def test_a_brain_nothing_like_the_atlas_is_refused(working):
     brain[60:70, 100:110, 100:180] = True  # a thin rod, not a brain
     with pytest.raises(RefaceError):
         fitted_prior(volume, brain, regions.grid)
+
+
+def test_match_contrast_takes_the_subjects_histogram_and_leaves_the_preserved_region():
+    rng = np.random.default_rng(0)
+    shape = (30, 30, 30)
+    preserved = np.zeros(shape, bool)
+    preserved[10:20, 10:20, 10:20] = True
+    subject = rng.uniform(0.2, 1.2, shape).astype(np.float32)
+    head = (0.5 * subject[::-1] + 0.3).astype(np.float32)  # other layout, other contrast
+    out = match_contrast(head, subject, preserved)
+    assert np.array_equal(out[preserved], head[preserved])
+    q = [10, 50, 90]
+    assert np.allclose(np.percentile(out[~preserved], q), np.percentile(subject[~preserved], q), atol=0.02)
+    # monotone: the head's own ordering of intensities (its anatomy) is kept
+    order = np.argsort(head[~preserved])
+    assert np.all(np.diff(out[~preserved][order]) >= -1e-6)

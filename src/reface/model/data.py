@@ -5,7 +5,8 @@ percentile of its brain, and stored as a pyramid (one entry per model scale) of
   img  - the whole head,
   cond - head x preserved region (block-averaged from 1 mm, zero far from the brain),
   mask - preserved fraction (block average of the 1 mm preserved mask),
-  prior - the atlas head fitted to this scan's brain (model/prior.py), the base the generator refines.
+  prior - the atlas head fitted to this scan's brain, contrast-matched to its non-brain histogram
+          (model/prior.py): the base the generator refines.
 Inference builds its inputs with the very same `pyramid` function.
 """
 
@@ -23,11 +24,11 @@ import torch
 from .. import geometry
 from ..errors import RefaceError
 from ..masks import DEFAULT_MARGIN_MM, grow
-from .prior import fitted_prior
+from .prior import fitted_prior, match_contrast
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 FIELDS = ("img", "cond", "mask", "prior")
-CACHE_VERSION = 2  # bump when what a cache entry holds changes
+CACHE_VERSION = 3  # bump when what a cache entry holds changes
 
 
 def intensity_scale(volume: np.ndarray, brain: np.ndarray) -> float:
@@ -105,7 +106,8 @@ def prepare_scan(t1: Path, mask: Path | None, scales_mm: tuple[int, ...]) -> dic
     brain_w = geometry.resample_mask(brain, scan.affine, grid)
     preserved_w = geometry.resample_mask(preserved, scan.affine, grid, threshold=0.01)
     volume_w = volume_w / intensity_scale(volume_w, brain_w)
-    return pyramid(volume_w, preserved_w, scales_mm, fitted_prior(volume_w, brain_w, grid))
+    prior = match_contrast(fitted_prior(volume_w, brain_w, grid), volume_w, preserved_w)
+    return pyramid(volume_w, preserved_w, scales_mm, prior)
 
 
 def _random_rotation(rng: np.random.Generator, max_deg: float) -> np.ndarray:
@@ -167,7 +169,8 @@ def augmented_packaged(
     preserved = grow_cropped(brain_w, DEFAULT_MARGIN_MM, grid.spacing)
     volume_w = np.clip(volume_w / intensity_scale(volume_w, brain_w), 0, None)
     volume_w = volume_w ** rng.uniform(0.8, 1.25)  # contrast variation
-    return pyramid(volume_w, preserved, scales_mm, fitted_prior(volume_w, brain_w, grid))
+    prior = match_contrast(fitted_prior(volume_w, brain_w, grid), volume_w, preserved)
+    return pyramid(volume_w, preserved, scales_mm, prior)
 
 
 def _cache_name(key: str, scales_mm: tuple[int, ...]) -> str:

@@ -26,14 +26,12 @@ from ..geometry import Grid
 from ..synth.deform import VelocityGrid, exponentiate, jacobian_determinant, local_affine_velocity
 from .data import intensity_scale, pyramid
 from .networks import Generator, sample_latents, upsample
-from .prior import fitted_prior, quantile_mapper
+from .prior import fitted_prior, match_contrast
 
 TILE_VOX = 96  # 1 mm tile edge for stages too large to run whole
 TILE_OVERLAP_VOX = 16
 WHOLE_LIMIT_VOX = 128**3  # stages up to this many voxels run on the whole volume
 BLEND_MM = 2.0
-HEAD_LEVEL = 0.1  # head vs air, normalised units (brain p99 = 1)
-SAMPLE = 500_000  # voxels enough for quantiles
 
 # Inference-time shape diversity (see face_deformation); lengths in mm = 1 mm working-grid voxels.
 SHAPE_SPACING_MM = 4  # the velocity field lives on every 4th working-grid voxel
@@ -118,8 +116,8 @@ def generate_head(
     """float32 [X, Y, Z] 1 mm head, subject's intensity scale; `preserved` voxels are the input's.
 
     `shape_diversity` scales the seeded face deformation (0: the generator's head as it is). `prior`
-    (normalised units) skips fitting the atlas when the caller already has it (it does not depend on the
-    seed)."""
+    (normalised units, contrast-matched as in training) skips fitting the atlas when the caller already has
+    it (it does not depend on the seed)."""
     cfg = generator.cfg
     if tuple(volume.shape) != tuple(cfg.work_shape):
         raise RefaceError(f"volume {volume.shape} is not on the model's working grid {cfg.work_shape}")
@@ -127,7 +125,7 @@ def generate_head(
     scale = intensity_scale(volume, brain)
     norm = volume.astype(np.float32) / scale
     if prior is None:
-        prior = fitted_prior(norm, brain, grid)
+        prior = match_contrast(fitted_prior(norm, brain, grid), norm, preserved)
     levels = pyramid(norm, preserved, cfg.scales_mm, prior)
 
     def stack(name: str) -> list[torch.Tensor]:
@@ -158,28 +156,10 @@ def generate_head(
     if finest > 1:
         head = head + _texture(norm, preserved, head, finest, rng, device)
     result = _blend_seam(head[0, 0].float().cpu().numpy(), norm, preserved)
-    result = _match_contrast(result, norm, preserved)
+    result = match_contrast(result, norm, preserved)
     if volume.min() >= 0:
         result = np.clip(result, 0, None)
     return (result * scale).astype(np.float32)
-
-
-def _match_contrast(head: np.ndarray, norm: np.ndarray, preserved: np.ndarray) -> np.ndarray:
-    """Quantile-match the generated tissue outside the preserved region to the subject's own.
-
-    Reads only a 99-quantile summary of the subject's non-brain intensities (a global contrast statistic
-    with no spatial information, as the template baseline uses): downstream tools normalise by whole-head
-    percentiles, so a head whose scalp fat is brighter or darker than the subject's shifts their output.
-    """
-    outside = ~preserved
-    source = head[outside & (head > HEAD_LEVEL)]
-    reference = norm[outside & (norm > HEAD_LEVEL)]
-    if source.size < 1000 or reference.size < 1000:
-        return head
-    mapping = quantile_mapper(source[:: max(1, source.size // SAMPLE)], reference[:: max(1, reference.size // SAMPLE)])
-    out = head.copy()
-    out[outside] = mapping(head[outside])
-    return out
 
 
 def _texture(

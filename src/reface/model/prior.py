@@ -29,6 +29,8 @@ DEMONS_SIGMA_VOX = 1.5  # update smoothing (x DEMONS_MM = 6 mm): smooth, folding
 QUANTILES = np.linspace(1.0, 99.0, 99)
 # Below this brain overlap after the affine stage the template is not where the patient's brain is.
 MIN_BRAIN_DICE = 0.8
+HEAD_LEVEL = 0.1  # head vs air, normalised units (brain p99 = 1)
+SAMPLE = 500_000  # voxels enough for quantiles
 
 
 @dataclass(frozen=True)
@@ -201,3 +203,25 @@ def _sample_atlas(ref: Atlas, to_atlas: np.ndarray, u_coarse: np.ndarray, shape:
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
     total = int(a.sum()) + int(b.sum())
     return 2.0 * float((a & b).sum()) / total if total else 0.0
+
+
+def match_contrast(head: np.ndarray, norm: np.ndarray, preserved: np.ndarray) -> np.ndarray:
+    """Quantile-match a head's tissue outside the preserved region to the subject's own.
+
+    Reads only a 99-quantile summary of the subject's non-brain intensities (a global contrast statistic
+    with no spatial information; the template baseline uses the same). Applied to the prior before the
+    generator (in training and at inference alike, so the GAN learns shape and texture, not a contrast
+    offset) and to the generated head at the end: downstream tools normalise by whole-head percentiles,
+    so scalp fat brighter or darker than the subject's would shift their output.
+    """
+    outside = ~preserved
+    source = head[outside & (head > HEAD_LEVEL)]
+    reference = norm[outside & (norm > HEAD_LEVEL)]
+    if source.size < 1000 or reference.size < 1000:
+        return head
+    mapping = quantile_mapper(
+        source[:: max(1, source.size // SAMPLE)], reference[:: max(1, reference.size // SAMPLE)]
+    )
+    out = np.array(head, np.float32, copy=True)
+    out[outside] = mapping(head[outside])
+    return out
