@@ -21,6 +21,7 @@ from scipy import ndimage as ndi
 from .. import geometry
 from ..errors import RefaceError
 from ..geometry import Grid
+from ..masks import dice
 
 COARSE_MM = 3.0
 DEMONS_MM = 4.0  # demons grid spacing (divides the working shape)
@@ -119,16 +120,6 @@ def _demons(fixed: np.ndarray, moving: np.ndarray, *, iterations: int = DEMONS_I
     return u
 
 
-def min_jacobian(u: np.ndarray) -> float:
-    """Smallest det(I + grad u) of a voxel-unit displacement field (<= 0 means folding)."""
-    jac = np.empty((3, 3, *u.shape[1:]), np.float32)
-    for i in range(3):
-        for j, d in enumerate(np.gradient(u[i])):
-            jac[i, j] = d + (1.0 if i == j else 0.0)
-    det = np.linalg.det(np.moveaxis(jac, (0, 1), (-2, -1)))
-    return float(det.min())
-
-
 def quantile_mapper(source: np.ndarray, reference: np.ndarray):
     """Monotone map of source quantiles onto reference quantiles, proportional outside their range.
 
@@ -167,7 +158,7 @@ def fitted_prior(volume: np.ndarray, brain: np.ndarray, grid: Grid, *, seed: int
     atlas_brain = ndi.affine_transform(ref.brain.astype(np.float32), to_atlas[:3, :3], offset=to_atlas[:3, 3],
                                        output_shape=coarse_shape, order=1)
     patient_brain = geometry.downsample(brain.astype(np.float32), step)
-    if _dice(atlas_brain > 0.5, patient_brain > 0.5) < MIN_BRAIN_DICE:
+    if dice(atlas_brain > 0.5, patient_brain > 0.5) < MIN_BRAIN_DICE:
         raise RefaceError("could not fit the template head to this brain (brain registration failed)")
     u = _demons(patient_brain, atlas_brain) * step  # in working voxels
     head, warped_brain = _sample_atlas(ref, np.linalg.inv(ref.affine) @ matrix @ grid.affine, u, grid.shape)
@@ -198,11 +189,6 @@ def _sample_atlas(ref: Atlas, to_atlas: np.ndarray, u_coarse: np.ndarray, shape:
         src = torch.from_numpy(np.stack([ref.head, ref.brain.astype(np.float32)]))[None]
         out = F.grid_sample(src, norm, mode="bilinear", padding_mode="zeros", align_corners=True)[0]
     return out[0].numpy(), out[1].numpy() > 0.5
-
-
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = int(a.sum()) + int(b.sum())
-    return 2.0 * float((a & b).sum()) / total if total else 0.0
 
 
 def match_contrast(head: np.ndarray, norm: np.ndarray, preserved: np.ndarray) -> np.ndarray:
