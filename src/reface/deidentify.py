@@ -7,7 +7,7 @@ the working grid; the preserved region is copied from the input and asserted bit
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +31,7 @@ class Result:
     regions: Regions  # on the input grid
     method: str
     seed: int
+    warnings: list[str] = field(default_factory=list)  # processed, but the user should know (cut-off brain, ...)
 
     @property
     def data(self) -> np.ndarray:
