@@ -13,16 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from .errors import RefaceError
-from .evaluate.harness import COHORT, GALLERY, RESULTS_NAME, latest, read_results
+from .evaluate.panel import is_real
+from .evaluate.results import COHORT, GALLERY, ORIGINAL, RESULTS_NAME, latest, read_results
+from .report_privacy import POOLED, attackers_in, cell, panel_section, privacy_section, render_table, strongest
 
 REPORT_NAME = "report.html"
 SCATTER_NAME = "figures/privacy_utility.png"
-PRIVACY_COLUMNS = (
-    ("detect_rate", "face detected"),
-    ("rank1", "rank-1"),
-    ("rank5", "rank-5"),
-    ("auc", "verification AUC"),
-)
 UTILITY_COLUMNS = (
     ("brain_identical", "brain bit-identical"),
     ("pipeline_failed", "pipeline failed"),
@@ -50,22 +46,11 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return "n/a" if value is None else f"{float(value):.{digits}f}"
 
 
-def _cell(item: dict[str, Any] | None, *, chance: bool = False) -> str:
-    if item is None:
-        return "<td>-</td>"
-    text = _fmt(item.get("value"))
-    if item.get("ci_low") is not None and item.get("ci_high") is not None:
-        text += f" <small>[{_fmt(item['ci_low'])}, {_fmt(item['ci_high'])}]</small>"
-    if chance and item.get("chance") is not None:
-        text += f" <small class=chance>(chance {_fmt(item['chance'])})</small>"
-    return f"<td>{text}</td>"
-
-
 def _methods(rows: dict[tuple[str, str, str], dict[str, Any]]) -> list[str]:
     """Methods in the registry's order first, then any others, as they appear in the results."""
     from .methods import METHODS
 
-    seen = {m for (_, m, _) in rows if m != GALLERY}
+    seen = {key[1] for key in rows if key[1] not in (GALLERY, ORIGINAL)}
     return [m for m in METHODS if m in seen] + sorted(seen - set(METHODS))
 
 
@@ -78,7 +63,7 @@ def _table(title: str, methods: list[str], rows, columns, *, chance: bool = Fals
     for method in methods:
         if (COHORT, method, "skipped") in rows:
             continue
-        cells = "".join(_cell(rows.get((COHORT, method, key)), chance=chance) for key, _ in present)
+        cells = "".join(cell(rows.get((COHORT, method, key)), chance=chance) for key, _ in present)
         body.append(f"<tr><th>{html.escape(method)}</th>{cells}</tr>")
     return f"<h2>{html.escape(title)}</h2><table><tr><th>method</th>{head}</tr>{''.join(body)}</table>"
 
@@ -124,11 +109,13 @@ def flags(rows: dict[tuple[str, str, str], dict[str, Any]], methods: list[str]) 
 
 
 def scatter_plot(rows, methods: list[str], path: Path) -> Path | None:
-    """Privacy (rank-1 identification) against utility (mean tissue Dice), with bootstrap CIs as bars."""
+    """Privacy (the strongest attacker's pooled rank-1) against utility (mean tissue Dice), CIs as bars."""
+    attackers = attackers_in(rows)
+    best = {m: strongest(rows, m, attackers, POOLED) for m in methods}
     points = [
-        (m, rows[(COHORT, m, "rank1")], rows[(COHORT, m, "utility_dice")])
+        (m, rows[(COHORT, m, "rank1", best[m], POOLED)], rows[(COHORT, m, "utility_dice")])
         for m in methods
-        if (COHORT, m, "rank1") in rows and (COHORT, m, "utility_dice") in rows
+        if best[m] is not None and (COHORT, m, "utility_dice") in rows
     ]
     points = [(m, x, y) for m, x, y in points if x.get("value") is not None and y.get("value") is not None]
     if not points:
@@ -154,7 +141,7 @@ def scatter_plot(rows, methods: list[str], path: Path) -> Path | None:
     chance = points[0][1].get("chance")
     if chance is not None:
         ax.axvline(chance, color="grey", linestyle="--", linewidth=1, label="chance")
-    ax.set_xlabel("rank-1 re-identification rate (lower = more private)")
+    ax.set_xlabel("rank-1 re-identification, strongest attacker (lower = more private)")
     ax.set_ylabel("mean tissue Dice vs original (higher = more useful)")
     ax.set_xlim(-0.05, 1.05)
     ax.grid(alpha=0.3)
@@ -168,33 +155,20 @@ def scatter_plot(rows, methods: list[str], path: Path) -> Path | None:
 
 
 def _render_grid(out: Path, rows, methods: list[str]) -> str:
-    subjects = sorted({s for (s, m, _) in rows if s != COHORT and m != GALLERY})[:GRID_SUBJECTS]
-    columns = [("original", "original"), (GALLERY, "other session (attacker)")] + [(m, m) for m in methods]
-    columns = [(folder, name) for folder, name in columns if (out / "renders" / folder).is_dir()]
-    if not subjects or not columns:
+    subjects = sorted({k[0] for k in rows if k[0] != COHORT and not is_real(k[0])})[:GRID_SUBJECTS]
+    table = render_table(out, subjects, [ORIGINAL, GALLERY, *methods], ["front"], by="subject")
+    if not table:
         return ""
-    head = "".join(f"<th>{html.escape(name)}</th>" for _, name in columns)
-    body = []
-    for subject in subjects:
-        cells = []
-        for folder, _ in columns:
-            rel = Path("renders") / folder / f"{subject}.png"
-            cells.append(
-                f'<td><img src="{html.escape(rel.as_posix())}" width=160></td>'
-                if (out / rel).exists()
-                else "<td>-</td>"
-            )
-        body.append(f"<tr><th>{html.escape(subject)}</th>{''.join(cells)}</tr>")
     return (
         "<h2>Front renderings</h2><p>What a face-recognition attacker sees (session 1 de-identified; "
-        f"gallery = another session).</p><table><tr><th>subject</th>{head}</tr>{''.join(body)}</table>"
+        f"gallery = another session).</p>{table}"
     )
 
 
 STYLE = (
     "body{font-family:sans-serif;max-width:1200px;margin:2em auto}table{border-collapse:collapse;"
     "margin-bottom:1em}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}small{color:#666}"
-    ".warn{color:#a00}"
+    ".warn{color:#a00}details{margin-bottom:1em}"
 )
 
 
@@ -206,12 +180,14 @@ def build_report(out_dir: str | os.PathLike) -> Path:
         raise RefaceError(f"no results in {out / RESULTS_NAME}; run `reface evaluate` first")
     rows = latest(lines)
     methods = _methods(rows)
-    subjects = sorted({s for (s, m, _) in rows if s != COHORT and m != GALLERY})
+    subjects = sorted({k[0] for k in rows if k[0] != COHORT and not is_real(k[0])})
+    heads = sorted({k[0] for k in rows if is_real(k[0])})
     parts = [
         f"<!doctype html><html><head><meta charset=utf-8><title>reface evaluation</title>"
         f"<style>{STYLE}</style></head><body><h1>reface evaluation</h1>",
-        f"<p>{len(subjects)} subjects, methods: {html.escape(', '.join(methods))}. "
-        "Values are cohort means with 95% bootstrap intervals.</p>",
+        f"<p>{len(subjects)} synthetic subjects and {len(heads)} real heads, methods: "
+        f"{html.escape(', '.join(methods))}. Values are means over the synthetic subjects with 95% bootstrap "
+        "intervals; the real heads are reported one by one.</p>",
     ]
     notes = flags(rows, methods)
     if notes:
@@ -220,14 +196,7 @@ def build_report(out_dir: str | os.PathLike) -> Path:
             + "".join(f"<li class=warn>{html.escape(n)}</li>" for n in notes)
             + "</ul>"
         )
-    parts.append(_table("Privacy: face-recognition attack", methods, rows, PRIVACY_COLUMNS, chance=True))
-    gallery = rows.get((COHORT, GALLERY, "detect_rate"))
-    parts.append(
-        "<p>Probe = front rendering of the de-identified session; gallery = rendering of each subject's "
-        "other session, original. Lower is more private; chance is what guessing achieves."
-        + (f" Faces found in gallery renderings: {_fmt(gallery['value'])}." if gallery else "")
-        + "</p>"
-    )
+    parts.append(privacy_section(rows, methods))
     parts.append(
         _table("Utility: downstream brain pipeline vs the original's output", methods, rows, UTILITY_COLUMNS)
     )
@@ -254,6 +223,7 @@ def build_report(out_dir: str | os.PathLike) -> Path:
     if scatter is not None:
         parts.append(f'<h2>Privacy vs utility</h2><img src="{SCATTER_NAME}" width=560>')
     parts.append(_render_grid(out, rows, methods))
+    parts.append(panel_section(out, rows, methods))
     parts.append("</body></html>\n")
     return _write_text(out / REPORT_NAME, "\n".join(parts))
 

@@ -1,6 +1,7 @@
-"""The HTML report is built only from a results file (tests/data/results_fixture.jsonl, written by hand:
-4 subjects; none/shear/template scored, remodel skipped, template's brain not bit-identical, a torn last
-line)."""
+"""The HTML report is built only from a results file (tests/data/results_fixture.jsonl, made by hand: 4
+subjects + the real head real-robex; none/shear/template scored by two attackers (yunet-sface, dlib-resnet) at
+three views and pooled, dlib-resnet the stronger on template only; remodel skipped, template's brain not
+bit-identical, a torn last line)."""
 
 from __future__ import annotations
 
@@ -36,7 +37,10 @@ def test_reader_keeps_last_line_and_skips_torn_line():
     lines = read_results(FIXTURE)
     assert len(lines) == FIXTURE.read_text().count("\n")  # the unterminated torn line is dropped
     rows = latest(lines)
-    assert rows[("all", "shear", "rank1")]["value"] == 0.0  # a later line overrides the earlier 0.9
+    # a later line overrides the earlier 0.9; privacy lines are keyed by attacker and view too
+    assert rows[("all", "shear", "rank1", "yunet-sface", "pooled")]["value"] == 0.0
+    assert rows[("all", "template", "rank1", "dlib-resnet", "front")]["value"] == 0.5
+    assert rows[("all", "template", "utility_dice")]["value"] == 0.953
 
 
 def test_report_tables_from_fixture(out_dir: Path):
@@ -61,13 +65,52 @@ def test_report_scatter_and_render_grid(out_dir: Path):
     from reface.evaluate.render import save_png
 
     for folder in ("original", "gallery", "shear"):
-        save_png(out_dir / "renders" / folder / "sub-0001.png", np.full((16, 16, 3), 90, np.uint8))
+        for label in ("sub-0001", "real-robex"):
+            save_png(out_dir / "renders" / folder / "front" / f"{label}.png", np.full((16, 16, 3), 90, np.uint8))
+    save_png(out_dir / "renders" / "shear" / "left30" / "real-robex.png", np.full((16, 16, 3), 90, np.uint8))
     html = build_report(out_dir).read_text()
     scatter = out_dir / SCATTER_NAME
     assert scatter.exists() and scatter.stat().st_size > 1000
     assert SCATTER_NAME in html
-    assert 'src="renders/shear/sub-0001.png"' in html
-    assert 'src="renders/none/sub-0001.png"' not in html  # no such picture on disk
+    assert 'src="renders/shear/front/sub-0001.png"' in html
+    assert 'src="renders/none/front/sub-0001.png"' not in html  # no such picture on disk
+    panel = html.split("Real-head panel", 1)[1]
+    assert 'src="renders/shear/left30/real-robex.png"' in panel and "sub-0001" not in panel
+
+
+def test_strongest_attacker_per_method(out_dir: Path):
+    html = build_report(out_dir).read_text()
+    pooled = html.split("Pooled over views", 1)[1].split("</table>", 1)[0]
+    assert pooled.count("strongest: dlib-resnet") == 1 and pooled.count("strongest: yunet-sface") == 2
+    template = pooled.split("<tr><th>template</th>", 1)[1]
+    assert "<b>strongest: dlib-resnet</b></td><td>1.000" in template and "0.500 <small>[0.250" in template
+    views = html.split("Per view (strongest attacker)", 1)[1].split("</table>", 1)[0]
+    assert views.count("<th>left30: rank-1</th>") == 1 and views.count("<tr><th>") == 1 + 3
+    assert html.count("<details>") == 3  # every attacker at each single view
+    realism = html.split("Detection as realism", 1)[1].split("</table>", 1)[0]
+    assert "originals: faces found" in realism and "front: 1.00, left30: 0.75" in realism
+    assert re.search(r"<tr><th>shear</th><td>0.000", realism)
+
+
+def test_real_head_panel_table(out_dir: Path):
+    html = build_report(out_dir).read_text()
+    panel = html.split("Real-head panel", 1)[1]
+    table = panel.split("<h3>real-robex</h3>", 1)[1].split("</table>", 1)[0]
+    none = re.search(r"<tr><th>none</th>(.*?)</tr>", table).group(1)
+    assert none.startswith("<td>6/6</td><td>1.000</td><td>0.970</td><td>1/5</td>")
+    shear = re.search(r"<tr><th>shear</th>(.*?)</tr>", table).group(1)
+    assert shear.startswith("<td>0/6</td>") and shear.count("no face") == 6
+    assert "registration target" not in html  # only pydeface's mean head carries that note
+    with open(out_dir / RESULTS_NAME, "a") as fobj:  # after the torn line: a fresh line
+        fobj.write('\n{"subject": "real-pydeface-mean", "method": "none", "metric": "rank", "value": 2.0, '
+                   '"attacker": "yunet-sface", "view": "front", "gallery": 5}\n')
+    assert "registration target" in build_report(out_dir).read_text()
+
+
+def test_report_only_rebuild_is_identical(out_dir: Path):
+    first = build_report(out_dir).read_bytes(), (out_dir / SCATTER_NAME).read_bytes()
+    assert cli_main(["evaluate", "--report-only", "--out", str(out_dir), "--quiet"]) == 0
+    assert ((out_dir / "report.html").read_bytes(), (out_dir / SCATTER_NAME).read_bytes()) == first
 
 
 def test_flags_only_for_broken_methods():

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 
 DEFAULT_METHODS = "none,deface,shear,blur,template,remodel"
+DEFAULT_ATTACKERS = ("yunet-sface", "dlib-resnet", "dlib-hog-resnet")  # = evaluate.privacy.DEFAULT_ATTACKERS
+PANEL = ("robex", "pydeface-mean", "robex-mni")  # = realheads.PANEL (not imported: --help stays instant)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,6 +32,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="deepbet",
         help="brain extractors for the utility pipeline, comma-separated: deepbet,robex "
         "(default deepbet; robex is slow, minutes per scan)",
+    )
+    parser.add_argument(
+        "--attackers",
+        default=",".join(DEFAULT_ATTACKERS),
+        help=f"face-recognition attackers, comma-separated (default {','.join(DEFAULT_ATTACKERS)})",
+    )
+    parser.add_argument(
+        "--panel",
+        default=",".join(PANEL),
+        help=f"real heads added as subjects real-<name>, comma-separated, or 'none' (default {','.join(PANEL)})",
     )
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000)")
     parser.add_argument("--no-outputs", action="store_true", help="do not keep the de-identified NIfTIs")
@@ -58,6 +70,17 @@ def main(args: argparse.Namespace) -> int:
         unknown = [e for e in extractors if e not in EXTRACTORS]
         if unknown or not extractors:
             raise RefaceError(f"unknown extractor(s) {unknown}; choose from {', '.join(EXTRACTORS)}")
+        attackers = _names(args.attackers)
+        from ..evaluate.attack import ATTACKERS
+        from ..realheads import BUILDERS
+
+        unknown = [a for a in attackers if a not in ATTACKERS]
+        if unknown or not attackers:
+            raise RefaceError(f"unknown attacker(s) {unknown}; choose from {', '.join(ATTACKERS)}")
+        panel = () if args.panel.strip() == "none" else _names(args.panel)
+        unknown = [p for p in panel if p not in BUILDERS]
+        if unknown:
+            raise RefaceError(f"unknown real head(s) {unknown}; choose from {', '.join(BUILDERS)} or none")
         for name, value in (("--jobs", args.jobs), ("--bootstrap", args.bootstrap)):
             if value < 1:
                 raise RefaceError(f"{name} must be at least 1, got {value}")
@@ -76,6 +99,8 @@ def main(args: argparse.Namespace) -> int:
             jobs=args.jobs,
             render_size=args.render_size,
             extractors=extractors,
+            attackers=attackers,
+            panel=panel,
             n_boot=args.bootstrap,
             save_outputs=not args.no_outputs,
             quiet=args.quiet,

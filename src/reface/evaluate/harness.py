@@ -1,39 +1,53 @@
 """The evaluation harness behind `reface evaluate`: methods x subjects -> results.jsonl (+ pictures).
 
 Per subject, the *other* session's original scan is the attacker's photo (gallery) and session 1 is the
-scan that gets de-identified (probe). Work is split into jobs that each return result records; only the
-main process appends them to OUT/results.jsonl (one JSON line per (subject, method, metric), flushed).
+scan that gets de-identified (probe). The real-head panel (panel.py) joins the dataset's subjects as
+`real-<name>`. Work is split into jobs that each return result records; only the main process appends them
+to OUT/results.jsonl (results.py: one JSON line per result, flushed).
 A (subject, method) job is done once its `wall_s` line exists, so a re-run skips it (resume).
 Cohort-level figures (subject `all`) are recomputed from the saved embeddings and lines at the end of
-every run and appended; readers keep the last line per (subject, method, metric).
+every run and appended; readers keep the last line per key.
 
-Layout of OUT: results.jsonl, renders/<method|original|gallery>/<subject>.png,
-embeddings/<method|gallery>/<subject>.npy (absent = no face found), utility/<subject>_original.npz,
-deid/<method>/<subject>_T1w.nii.gz.
+Layout of OUT: results.jsonl, renders/ and embeddings/ (see privacy.py), utility/<subject>_original.npz,
+deid/<method>/<subject>_T1w.nii.gz, panel/real-<name>/ (the panel's scans).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
 import warnings
-from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import RefaceError
+from ..realheads import PANEL
+from .panel import is_real, write_panel_subjects
+from .privacy import (
+    DEFAULT_ATTACKERS,
+    VIEWS,
+    attack_head,
+    detection_records,
+    embedding_path,
+    identification_records,
+)
+from .results import (  # noqa: F401  (re-exported: the harness was their home)
+    COHORT,
+    DONE_METRIC,
+    GALLERY,
+    ORIGINAL,
+    RESULTS_NAME,
+    ResultsWriter,
+    latest,
+    read_results,
+    record,
+)
 
-RESULTS_NAME = "results.jsonl"
 SETTINGS_NAME = "evaluate_settings.json"
-COHORT = "all"
-GALLERY = "gallery"
-IDENTIFICATION = ("detect_rate", "rank1", "rank5", "auc")
-DONE_METRIC = "wall_s"
+IDENTIFICATION = ("detect_rate", "detect_rel", "rank1", "rank5", "auc")
 
 
 @dataclass
@@ -48,6 +62,9 @@ class EvalConfig:
     jobs: int = 1
     render_size: int = 256
     extractors: tuple[str, ...] = ("deepbet",)
+    attackers: tuple[str, ...] = DEFAULT_ATTACKERS
+    views: tuple[str, ...] = VIEWS
+    panel: tuple[str, ...] = PANEL  # real heads added to every evaluation (realheads.PANEL names)
     n_boot: int = 1000
     save_outputs: bool = True  # keep the de-identified NIfTIs under OUT/deid
     quiet: bool = False
@@ -76,59 +93,6 @@ class RunSummary:
     skipped_jobs: int = 0
     skipped_methods: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
-
-
-# ---------------------------------------------------------------- results file
-
-
-class ResultsWriter:
-    """Append-only JSONL writer: one line per result, flushed and synced as it is written."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-
-    def write(self, records: Iterable[dict[str, Any]]) -> None:
-        with open(self.path, "a", encoding="utf-8") as fobj:
-            for record in records:
-                fobj.write(json.dumps(record, allow_nan=False) + "\n")
-                fobj.flush()
-            os.fsync(fobj.fileno())
-
-
-def record(subject: str, method: str, metric: str, value: float | None, **extra: Any) -> dict[str, Any]:
-    """One result line; NaN/inf values become null (JSON has no NaN)."""
-
-    def clean(v: Any) -> Any:
-        if isinstance(v, float | np.floating):
-            return float(v) if np.isfinite(v) else None
-        return v
-
-    line = {"subject": subject, "method": method, "metric": metric, "value": clean(value)}
-    line.update({k: clean(v) for k, v in extra.items()})
-    line["time"] = datetime.now(UTC).isoformat(timespec="seconds")
-    return line
-
-
-def read_results(path: Path) -> list[dict[str, Any]]:
-    """All well-formed lines of a results file (a torn last line from a crash is ignored)."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    lines = []
-    for text in path.read_text(encoding="utf-8").splitlines():
-        try:
-            item = json.loads(text)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(item, dict) and {"subject", "method", "metric"} <= item.keys():
-            lines.append(item)
-    return lines
-
-
-def latest(lines: list[dict[str, Any]]) -> dict[tuple[str, str, str], dict[str, Any]]:
-    """The last line per (subject, method, metric)."""
-    return {(r["subject"], r["method"], r["metric"]): r for r in lines}
 
 
 # ---------------------------------------------------------------- dataset
@@ -160,34 +124,9 @@ def discover_subjects(data: Path, limit: int | None = None) -> list[Subject]:
 
 # ---------------------------------------------------------------- jobs (run in worker processes)
 
-_FACE_MODEL = None
-
-
-def _face_model():
-    global _FACE_MODEL
-    if _FACE_MODEL is None:
-        from .attack import FaceModel
-
-        _FACE_MODEL = FaceModel()
-    return _FACE_MODEL
-
-
-def _render_and_embed(
-    data: np.ndarray, affine: np.ndarray, png: Path, npy: Path, size: int
-) -> np.ndarray | None:
-    from .render import render_head, save_png
-
-    try:
-        image = render_head(data, affine, view="front", size=size)
-    except RefaceError:
-        image = np.zeros((size, size, 3), np.uint8)  # nothing to render (e.g. an emptied volume)
-    save_png(png, image)
-    embedding = _face_model().embed(image)
-    npy.unlink(missing_ok=True)
-    if embedding is not None:
-        npy.parent.mkdir(parents=True, exist_ok=True)
-        np.save(npy, np.asarray(embedding, np.float32))
-    return embedding
+def _attack(cfg: EvalConfig, data: np.ndarray, affine: np.ndarray, folder: str, label: str) -> list[dict]:
+    return attack_head(cfg.out, data, affine, folder, label, attackers=cfg.attackers, views=cfg.views,
+                       size=cfg.render_size)
 
 
 def _original_pipeline_path(cfg: EvalConfig, subject: Subject) -> Path:
@@ -195,36 +134,24 @@ def _original_pipeline_path(cfg: EvalConfig, subject: Subject) -> Path:
 
 
 def prepare_subject(cfg: EvalConfig, subject: Subject) -> list[dict[str, Any]]:
-    """Gallery rendering + embedding, the original probe's rendering, and its downstream pipeline output."""
+    """Gallery and original-probe renderings + attacks at every view, and the original's pipeline output."""
     from ..io import load_scan
-    from .render import render_head, save_png
     from .utility import run_pipeline, save_pipeline
 
     start = time.perf_counter()
     gallery = load_scan(subject.gallery)
-    embedding = _render_and_embed(
-        gallery.data,
-        gallery.affine,
-        cfg.out / "renders" / GALLERY / f"{subject.label}.png",
-        cfg.out / "embeddings" / GALLERY / f"{subject.label}.npy",
-        cfg.render_size,
-    )
+    lines = _attack(cfg, gallery.data, gallery.affine, GALLERY, subject.label)
     probe = load_scan(subject.probe)
-    try:
-        save_png(
-            cfg.out / "renders" / "original" / f"{subject.label}.png",
-            render_head(probe.data, probe.affine, view="front", size=cfg.render_size),
-        )
-    except RefaceError:
-        pass
+    lines += _attack(cfg, probe.data, probe.affine, ORIGINAL, subject.label)  # the originals' detection rate
+    utility_start = time.perf_counter()
     original = run_pipeline(probe, cfg.extractors)
     save_pipeline(_original_pipeline_path(cfg, subject), original)
     reasons = "; ".join(f"{k}: {v}" for k, v in original.failed.items())
-    return [
+    return lines + [
         record(
             subject.label, GALLERY, "original_pipeline_failed", float(bool(original.failed)), note=reasons
         ),
-        record(subject.label, GALLERY, "face_detected", float(embedding is not None)),
+        record(subject.label, GALLERY, "utility_s", time.perf_counter() - utility_start),
         record(subject.label, GALLERY, DONE_METRIC, time.perf_counter() - start),
     ]
 
@@ -245,10 +172,14 @@ def run_method(cfg: EvalConfig, subject: Subject, method: str) -> list[dict[str,
         result = deidentify(scan, method, seed=cfg.seed, brain=brain)
     except Exception as error:  # a method failing on a scan is an outcome to report
         lines.append(record(label, method, "deid_failed", 1.0, note=f"{type(error).__name__}: {error}"[:300]))
-        lines.append(record(label, method, "face_detected", 0.0))
+        for attacker in cfg.attackers:  # nothing to look at: no face, and no stale embedding from a past run
+            for view in cfg.views:
+                embedding_path(cfg.out, attacker, method, view, label).unlink(missing_ok=True)
+                lines.append(record(label, method, "face_detected", 0.0, attacker=attacker, view=view))
         lines.append(record(label, method, DONE_METRIC, time.perf_counter() - start))
         return lines
     lines.append(record(label, method, "deid_failed", 0.0))
+    lines.append(record(label, method, "deid_s", time.perf_counter() - start))
     out_path = cfg.out / "deid" / method / f"{label}_T1w.nii.gz"
     save_result(result, out_path, force=True)
     written = load_scan(out_path)  # score what is on disk, not what is in memory
@@ -259,18 +190,9 @@ def run_method(cfg: EvalConfig, subject: Subject, method: str) -> list[dict[str,
         record(label, method, "brain_identical", brain_identical_fraction(scan, written, reference_brain))
     )
 
-    embedding = _render_and_embed(
-        written.data,
-        written.affine,
-        cfg.out / "renders" / method / f"{label}.png",
-        cfg.out / "embeddings" / method / f"{label}.npy",
-        cfg.render_size,
-    )
-    lines.append(record(label, method, "face_detected", float(embedding is not None)))
-    gallery_npy = cfg.out / "embeddings" / GALLERY / f"{label}.npy"
-    if embedding is not None and gallery_npy.exists():
-        lines.append(record(label, method, "match_score", float(np.dot(embedding, np.load(gallery_npy)))))
+    lines += _attack(cfg, written.data, written.affine, method, label)
 
+    utility_start = time.perf_counter()
     original = load_pipeline(_original_pipeline_path(cfg, subject))
     values = compare(original, run_pipeline(written, cfg.extractors))
     tissue = [v for k, v in values.items() if k.startswith("dice_")]
@@ -278,6 +200,7 @@ def run_method(cfg: EvalConfig, subject: Subject, method: str) -> list[dict[str,
         values["utility_dice"] = float(np.mean(tissue))
     elif values.get("pipeline_failed"):
         values["utility_dice"] = 0.0
+    values["utility_s"] = time.perf_counter() - utility_start
     values.update(realism(scan, written, result.regions))
     lines.extend(record(label, method, name, value) for name, value in values.items())
     lines.append(record(label, method, DONE_METRIC, time.perf_counter() - start))
@@ -293,74 +216,19 @@ def _run_job(cfg: EvalConfig, job: Job) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------- cohort-level figures
 
 
-def _load_embedding(path: Path) -> np.ndarray | None:
-    return np.load(path) if path.exists() else None
-
-
 def _boot(fn, n: int, cfg: EvalConfig) -> tuple[float, float]:
     from .metrics import bootstrap_ci
 
     return bootstrap_ci(fn, n, n_boot=cfg.n_boot, seed=cfg.seed)
 
 
-def identification_records(
-    cfg: EvalConfig, method: str, subjects: list[Subject], done: dict[tuple[str, str, str], dict[str, Any]]
-) -> list[dict[str, Any]]:
-    """Cohort-level detect_rate, rank1, rank5, auc (with bootstrap CIs over probes, and chance levels)."""
-    from .metrics import rank_k_rate, similarity_matrix, verification_auc
-
-    probes = [s for s in subjects if (s.label, method, DONE_METRIC) in done]
-    if not probes:
-        return []
-    gallery_ids = [s.label for s in subjects]
-    gallery = [_load_embedding(cfg.out / "embeddings" / GALLERY / f"{g}.npy") for g in gallery_ids]
-    probe_ids = np.array([s.label for s in probes], dtype=object)
-    embeddings = [_load_embedding(cfg.out / "embeddings" / method / f"{s.label}.npy") for s in probes]
-    sim = similarity_matrix(embeddings, gallery)  # [P, G]
-    detected = np.array([e is not None for e in embeddings], dtype=float)
-    n, g = len(probes), len(gallery_ids)
-    extra = {"n": n, "gallery": g}
-
-    def rank(k: int):
-        return lambda idx: rank_k_rate(sim[idx], probe_ids[idx], gallery_ids, k)
-
-    def auc(idx):
-        return verification_auc(sim[idx], probe_ids[idx], gallery_ids)
-
-    lines = []
-    lo, hi = _boot(lambda idx: float(detected[idx].mean()), n, cfg)
-    lines.append(
-        record(
-            COHORT, method, "detect_rate", float(detected.mean()), ci_low=lo, ci_high=hi, chance=None, **extra
-        )
-    )
-    for k in (1, 5):
-        lo, hi = _boot(rank(k), n, cfg)
-        lines.append(
-            record(
-                COHORT,
-                method,
-                f"rank{k}",
-                rank(k)(np.arange(n)),
-                ci_low=lo,
-                ci_high=hi,
-                chance=min(k, g) / g,
-                **extra,
-            )
-        )
-    if g >= 2:
-        lo, hi = _boot(auc, n, cfg)
-        lines.append(
-            record(COHORT, method, "auc", auc(np.arange(n)), ci_low=lo, ci_high=hi, chance=0.5, **extra)
-        )
-    return lines
-
-
 def summary_records(cfg: EvalConfig, method: str, lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Cohort means (bootstrap CI over subjects) of every per-subject number of one method."""
+    """Cohort means (bootstrap CI over the synthetic subjects) of every per-subject number of one method."""
     per_metric: dict[str, list[float]] = {}
-    for (subject, m, metric), item in latest(lines).items():
-        if m != method or subject == COHORT or metric in ("face_detected",):
+    for key, item in latest(lines).items():
+        subject, m, metric = key[:3]
+        # privacy lines (attacker, view) have their own cohort figures; real heads are reported one by one
+        if m != method or subject == COHORT or len(key) > 3 or is_real(subject):
             continue
         if item.get("value") is not None:
             per_metric.setdefault(metric, []).append(float(item["value"]))
@@ -402,6 +270,9 @@ def check_settings(cfg: EvalConfig) -> None:
         "render_size": cfg.render_size,
         "extractors": list(cfg.extractors),
         "data": str(Path(cfg.data).resolve()),
+        "attackers": list(cfg.attackers),
+        "views": list(cfg.views),
+        "panel": list(cfg.panel),
     }
     path = cfg.out / SETTINGS_NAME
     if path.exists():
@@ -422,6 +293,7 @@ def evaluate(cfg: EvalConfig) -> RunSummary:
     cfg.out.mkdir(parents=True, exist_ok=True)
     subjects = discover_subjects(cfg.data, cfg.subjects)
     check_settings(cfg)
+    subjects += write_panel_subjects(cfg.out, tuple(cfg.panel), cfg.seed)
     results = cfg.out / RESULTS_NAME
     writer = ResultsWriter(results)
     methods, skipped = available_methods(cfg.methods)
@@ -449,15 +321,15 @@ def evaluate(cfg: EvalConfig) -> RunSummary:
     for method in methods:
         cohort += identification_records(cfg, method, subjects, done)
         cohort += summary_records(cfg, method, all_lines)
-    for metric, name in (
-        ("face_detected", "detect_rate"),
-        ("original_pipeline_failed", "original_pipeline_failed"),
-    ):
-        values = [
-            done[(s.label, GALLERY, metric)]["value"] for s in subjects if (s.label, GALLERY, metric) in done
-        ]
-        if values:
-            cohort.append(record(COHORT, GALLERY, name, float(np.mean(values)), n=len(values)))
+    for folder in (GALLERY, ORIGINAL):
+        cohort += detection_records(cfg, folder, subjects, done)
+    values = [
+        done[key]["value"]
+        for s in subjects
+        if not is_real(s.label) and (key := (s.label, GALLERY, "original_pipeline_failed")) in done
+    ]
+    if values:
+        cohort.append(record(COHORT, GALLERY, "original_pipeline_failed", float(np.mean(values)), n=len(values)))
     writer.write(cohort)
     summary.seconds = time.perf_counter() - start
     return summary

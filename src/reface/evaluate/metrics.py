@@ -46,34 +46,35 @@ def _validate(sim: np.ndarray, probe_ids: Sequence, gallery_ids: Sequence) -> tu
     return sim, np.asarray(probe_ids, dtype=object), np.asarray(gallery_ids, dtype=object)
 
 
-def rank_k_rate(sim: np.ndarray, probe_ids: Sequence, gallery_ids: Sequence, k: int) -> float:
-    """Fraction of probes whose true identity is among the k most similar gallery identities.
+def identification_ranks(sim: np.ndarray, probe_ids: Sequence, gallery_ids: Sequence) -> np.ndarray:
+    """Rank [P] of each probe's true identity in the gallery; inf where the probe has no embedding.
 
-    The rank of a probe is 1 + the number of impostor gallery items scoring at least as high as its best
-    genuine item (ties count against the attacker). A probe with no embedding (NaN row) is a miss.
-    Every probe identity must be in the gallery (closed-set identification).
+    The rank is 1 + the number of impostor gallery items scoring at least as high as the best genuine item
+    (ties count against the attacker). A probe's rank does not depend on the other probes, so a bootstrap
+    over probes may resample these ranks. Every probe identity must be in the gallery (closed set).
     """
     sim, pid, gid = _validate(sim, probe_ids, gallery_ids)
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
     if len(pid) == 0:
         raise ValueError("no probes")
     missing = sorted(map(str, set(pid.tolist()) - set(gid.tolist())))
     if missing:
         raise ValueError(f"probe identities absent from the gallery: {missing[:5]}")
-    hits = 0
+    ranks = np.full(len(pid), np.inf)
     for i, identity in enumerate(pid):
-        row = sim[i]
-        if np.isnan(row).all():
-            continue
-        row = np.where(np.isnan(row), -np.inf, row)
+        row = np.where(np.isnan(sim[i]), -np.inf, sim[i])
         genuine = gid == identity
         best = row[genuine].max()
-        if best == -np.inf:
-            continue
-        rank = 1 + int(np.count_nonzero(row[~genuine] >= best))
-        hits += rank <= k
-    return hits / len(pid)
+        if best > -np.inf:
+            ranks[i] = 1 + int(np.count_nonzero(row[~genuine] >= best))
+    return ranks
+
+
+def rank_k_rate(sim: np.ndarray, probe_ids: Sequence, gallery_ids: Sequence, k: int) -> float:
+    """Fraction of probes whose true identity is among the k most similar gallery identities
+    (see identification_ranks; a probe with no embedding is a miss)."""
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    return float((identification_ranks(sim, probe_ids, gallery_ids) <= k).mean())
 
 
 def verification_auc(sim: np.ndarray, probe_ids: Sequence, gallery_ids: Sequence) -> float:

@@ -35,6 +35,8 @@ VIEWS: dict[str, tuple[float, float]] = {
     "top": (0.0, 90.0),
     "bottom": (0.0, -90.0),
     "front-left": (45.0, 0.0),
+    "left30": (30.0, 0.0),  # the evaluation's side views (attackers see +-30 degrees of yaw)
+    "right30": (-30.0, 0.0),
     "front-right": (-45.0, 0.0),
     "front-top": (0.0, 30.0),
     "front-bottom": (0.0, -30.0),
