@@ -96,3 +96,42 @@ def test_similarity_transform_recovers_a_known_one():
     matrix = similarity_transform(src, dst)
     np.testing.assert_allclose(matrix[:, :2], scale * rot, atol=1e-10)
     np.testing.assert_allclose(matrix[:, 2], shift, atol=1e-8)
+
+
+# ---------------------------------------------------------------- the dlib attacker and the registry
+
+
+@pytest.fixture(scope="module", params=["cnn", "hog"])
+def dlib_model(request):
+    from reface.evaluate.attack_dlib import DlibFaceModel
+
+    return DlibFaceModel(detector=request.param)
+
+
+def test_dlib_finds_the_face_and_tells_heads_apart(dlib_model, renders):
+    for name in ("robex", "robex_moved", "mean"):
+        found = dlib_model.detect(renders[name])
+        assert found is not None, name
+        (left, top, right, bottom), _ = found
+        assert 0 <= left < right <= SIZE + 8 and 0 <= top < bottom <= SIZE + 8 and right - left > SIZE / 5
+    emb = {name: dlib_model.embed(image) for name, image in renders.items()}
+    for vector in emb.values():
+        assert vector.shape == (128,) and np.linalg.norm(vector) == pytest.approx(1.0, abs=1e-5)
+    same = float(emb["robex"] @ emb["robex_moved"])
+    assert same > max(float(emb["robex"] @ emb["mean"]), float(emb["robex_moved"] @ emb["mean"]))
+    assert dlib_model.embed(np.full((128, 128, 3), 30, np.uint8)) is None
+
+
+def test_attacker_registry_builds_each_once_and_refuses_unknown_names():
+    from reface.commands.evaluate import DEFAULT_ATTACKERS
+    from reface.errors import RefaceError
+    from reface.evaluate.attack import ATTACKERS, make_attacker
+    from reface.evaluate.attack_dlib import DlibFaceModel
+    from reface.evaluate.privacy import DEFAULT_ATTACKERS as HARNESS_DEFAULT
+
+    assert DEFAULT_ATTACKERS == HARNESS_DEFAULT and set(HARNESS_DEFAULT) <= set(ATTACKERS)
+    hog = make_attacker("dlib-hog-resnet")
+    assert isinstance(hog, DlibFaceModel) and hog.detector_name == "hog" and make_attacker("dlib-hog-resnet") is hog
+    assert isinstance(make_attacker("yunet-sface"), FaceModel)
+    with pytest.raises(RefaceError, match="unknown attacker"):
+        make_attacker("eigenfaces")

@@ -114,3 +114,13 @@ def test_dice_and_relative_volume_difference_by_hand():
         relative_volume_difference(a, np.zeros_like(a))
     with pytest.raises(ValueError):
         dice(a, np.zeros((2, 2), bool))
+
+
+def test_identification_ranks_by_hand():
+    from reface.evaluate.metrics import identification_ranks
+
+    # a: genuine 0.9 beats both impostors -> 1; b: genuine 0.4 below 0.6 and tied with 0.4 -> 3; c: no face
+    sim = np.array([[0.9, 0.5, 0.1], [0.6, 0.4, 0.4], [NAN, NAN, NAN]])
+    ranks = identification_ranks(sim, ["a", "b", "c"], ["a", "b", "c"])
+    np.testing.assert_array_equal(ranks, [1.0, 3.0, np.inf])
+    assert rank_k_rate(sim, ["a", "b", "c"], ["a", "b", "c"], 3) == pytest.approx(2 / 3)

@@ -1,5 +1,5 @@
 """Metric plumbing of the evaluation: tissue segmentation, pipeline comparison, brain identity, realism,
-the append-only results file and the cohort identification figures built from saved embeddings."""
+the append-only results file (identification figures: tests/unit/test_privacy.py)."""
 
 from __future__ import annotations
 
@@ -144,39 +144,6 @@ def test_results_writer_appends_and_nulls_nan(tmp_path: Path):
     raw = [json.loads(t) for t in path.read_text().splitlines()]
     assert raw[0]["value"] is None and raw[0]["ci_low"] == 0.5
     assert harness.latest(harness.read_results(path))[("sub-01", "none", "auc")]["value"] == 0.75
-
-
-def _save_embeddings(out: Path, folder: str, vectors: dict[str, np.ndarray | None]) -> None:
-    for label, vector in vectors.items():
-        if vector is not None:
-            (out / "embeddings" / folder).mkdir(parents=True, exist_ok=True)
-            np.save(out / "embeddings" / folder / f"{label}.npy", vector)
-
-
-@pytest.mark.parametrize("case", ["identified", "shuffled", "no_face"])
-def test_identification_records(tmp_path: Path, case: str):
-    labels = [f"sub-{i:02d}" for i in range(6)]
-    subjects = [harness.Subject(s, Path("p"), Path("g")) for s in labels]
-    identity = np.eye(8)[:6]  # one orthogonal embedding per person
-    _save_embeddings(tmp_path, harness.GALLERY, dict(zip(labels, identity, strict=True)))
-    if case == "identified":
-        probes = dict(zip(labels, identity + 0.1, strict=True))
-    elif case == "shuffled":
-        probes = dict(zip(labels, np.roll(identity, 1, axis=0), strict=True))
-    else:
-        probes = dict.fromkeys(labels)
-    _save_embeddings(tmp_path, "m", probes)
-    done = {(s, "m", harness.DONE_METRIC): {} for s in labels}
-    cfg = harness.EvalConfig(data=tmp_path, out=tmp_path, n_boot=50)
-    rows = {r["metric"]: r for r in harness.identification_records(cfg, "m", subjects, done)}
-    assert rows["rank1"]["chance"] == pytest.approx(1 / 6) and rows["rank5"]["chance"] == pytest.approx(5 / 6)
-    assert rows["auc"]["chance"] == 0.5 and rows["rank1"]["n"] == 6
-    expected = {"identified": (1.0, 1.0, 1.0), "shuffled": (1.0, 0.0, 0.0), "no_face": (0.0, 0.0, 0.0)}[case]
-    assert (rows["detect_rate"]["value"], rows["rank1"]["value"], rows["rank1"]["ci_high"]) == expected
-    if case == "identified":
-        assert rows["auc"]["value"] == 1.0
-    if case == "shuffled":
-        assert rows["auc"]["value"] < 0.5  # impostors score higher than genuine pairs
 
 
 def test_discover_subjects(tmp_path: Path):
