@@ -1,5 +1,6 @@
-"""`reface evaluate` end to end on a tiny synthetic cohort (2 identities x 2 sessions, 4 mm voxels),
-methods none + shear, small renderings; then resume and --report-only.
+"""`reface evaluate` end to end on a tiny synthetic cohort (2 identities x 2 sessions, 4 mm voxels) plus one
+real head of the panel (real-robex), methods none + shear, two attackers, three views, small renderings;
+then resume and --report-only.
 
 The fast test swaps deepbet for a cheap geometric brain "extractor" (a ball around the bright tissue) to
 stay within the CPU test budget; the slow test runs the real pipeline (deepbet).
@@ -36,9 +37,13 @@ def cohort(tmp_path_factory) -> Path:
     return root
 
 
+ATTACKERS = ("yunet-sface", "dlib-hog-resnet")
+
+
 def _run(data: Path, out: Path, *extra: str) -> int:
     return cli_main(["evaluate", "--data", str(data), "--out", str(out), "--methods", "none,shear",
-                     "--render-size", "64", "--bootstrap", "50", "--quiet", *extra])
+                     "--render-size", "64", "--bootstrap", "50", "--quiet", "--attackers", ",".join(ATTACKERS),
+                     "--panel", "robex", *extra])
 
 
 def test_evaluate_end_to_end_and_resume(cohort: Path, tmp_path: Path, monkeypatch):
@@ -49,15 +54,25 @@ def test_evaluate_end_to_end_and_resume(cohort: Path, tmp_path: Path, monkeypatc
     rows = latest(lines)
     subjects = ("sub-0001", "sub-0002")
     for method in ("none", "shear"):
-        for sub in subjects:
+        for sub in (*subjects, "real-robex"):
             assert rows[(sub, method, "brain_identical")]["value"] == 1.0
             assert rows[(sub, method, "deid_failed")]["value"] == 0.0
-            assert (out / "renders" / method / f"{sub}.png").exists()
+            for view in ("front", "left30", "right30"):
+                assert (out / "renders" / method / view / f"{sub}.png").exists()
             assert (out / "deid" / method / f"{sub}_T1w.nii.gz").exists()
-        for metric in ("detect_rate", "rank1", "rank5", "auc"):
-            item = rows[(COHORT, method, metric)]
-            assert item["ci_low"] <= item["value"] <= item["ci_high"]
-        assert rows[(COHORT, method, "rank1")]["chance"] == 0.5
+        for attacker in ATTACKERS:
+            for view in ("front", "left30", "right30", "pooled"):
+                for metric in ("detect_rate", "detect_rel", "rank1", "rank5", "auc"):
+                    item = rows[(COHORT, method, metric, attacker, view)]
+                    assert item["value"] is None or item["ci_low"] <= item["value"] <= item["ci_high"]
+                # the gallery: 2 synthetic heads + the real one; the cohort figures: the 2 synthetic probes
+                assert rows[(COHORT, method, "rank1", attacker, view)]["chance"] == pytest.approx(1 / 3)
+                assert rows[(COHORT, method, "rank1", attacker, view)]["n"] == 2
+            assert ("real-robex", method, "rank", attacker, "front") in rows
+        assert rows[(COHORT, method, "brain_identical")]["n"] == 2  # real heads are reported one by one
+    # the untouched real head is found by YuNet at the front and its second session is the best match
+    assert rows[("real-robex", "none", "rank", "yunet-sface", "front")]["value"] == 1.0
+    assert (out / "panel" / "real-robex" / "real-robex_ses-02_T1w.nii.gz").exists()
     # the untouched scan goes through the same pipeline: identical outputs, nothing lost
     for sub in subjects:
         assert rows[(sub, "none", "bet_dice_ball")]["value"] == 1.0
@@ -67,29 +82,37 @@ def test_evaluate_end_to_end_and_resume(cohort: Path, tmp_path: Path, monkeypatc
         assert rows[(sub, "shear", "realism_missing_head")]["value"] > 0.05
         assert rows[(sub, "shear", "realism_hist_w1")]["value"] > 0.0
     html = (out / "report.html").read_text()
-    assert "Privacy" in html and "Utility" in html and "renders/shear/sub-0001.png" in html
+    assert "Privacy" in html and "Utility" in html and "renders/shear/front/sub-0001.png" in html
+    assert "Real-head panel" in html and "renders/shear/left30/real-robex.png" in html
     assert (out / "figures" / "privacy_utility.png").exists()
 
     # resume: nothing left to do, so no per-subject line is written again
-    per_subject = sum(1 for r in lines if r["subject"] != COHORT)
+    # (a real head's identification rank is recomputed from the whole gallery on every run, like the cohort's)
+    def per_subject(rows: list[dict]) -> int:
+        return sum(1 for r in rows if r["subject"] != COHORT and r["metric"] != "rank")
+
+    before = per_subject(lines)
     assert _run(cohort, out, "--extractors", "ball") == 0
-    again = read_results(out / RESULTS_NAME)
-    assert sum(1 for r in again if r["subject"] != COHORT) == per_subject
+    assert per_subject(read_results(out / RESULTS_NAME)) == before
 
     # drop one (subject, method) from the file: only that job runs again
     kept = [t for t in (out / RESULTS_NAME).read_text().splitlines()
             if not ('"sub-0002"' in t and '"shear"' in t)]
     (out / RESULTS_NAME).write_text("\n".join(kept) + "\n")
     cfg = harness.EvalConfig(data=cohort, out=out, methods=("none", "shear"), render_size=64, n_boot=50,
-                             extractors=("ball",), quiet=True)
+                             extractors=("ball",), attackers=ATTACKERS, panel=("robex",), quiet=True)
     summary = harness.evaluate(cfg)
-    assert summary.n_jobs == 1 and summary.skipped_jobs == 2 * 3 - 1
+    assert summary.n_jobs == 1 and summary.skipped_jobs == 3 * 3 - 1
     assert ("sub-0002", "shear", DONE_METRIC) in latest(read_results(out / RESULTS_NAME))
 
-    # the report rebuilds from the saved lines alone
+    # the report rebuilds from the saved lines alone, byte for byte
+    assert cli_main(["evaluate", "--report-only", "--out", str(out), "--quiet"]) == 0
+    first = (out / "report.html").read_bytes()
     (out / "report.html").unlink()
     assert cli_main(["evaluate", "--report-only", "--out", str(out), "--quiet"]) == 0
-    assert (out / "report.html").read_text().count("<tr><th>shear</th>") == 3
+    assert (out / "report.html").read_bytes() == first
+    assert cli_main(["evaluate", "--report-only", "--out", str(out), "--quiet"]) == 0
+    assert (out / "report.html").read_bytes() == first  # a rerun rebuilds the same report
 
 
 def test_missing_method_is_skipped_with_a_warning(cohort: Path, tmp_path: Path, monkeypatch):
@@ -98,20 +121,23 @@ def test_missing_method_is_skipped_with_a_warning(cohort: Path, tmp_path: Path, 
     monkeypatch.setitem(methods.METHODS, "remodel", "reface.methods.not_written_yet:remodel")
     monkeypatch.setitem(utility.EXTRACTORS, "ball", ball_extractor)
     cfg = harness.EvalConfig(data=cohort, out=tmp_path, methods=("none", "remodel"), render_size=64,
-                             n_boot=20, extractors=("ball",), quiet=True)
+                             n_boot=20, extractors=("ball",), attackers=("yunet-sface",), panel=(), quiet=True)
     summary = harness.evaluate(cfg)
     assert "remodel" in summary.skipped_methods
     rows = latest(read_results(tmp_path / RESULTS_NAME))
     assert rows[(COHORT, "remodel", "skipped")]["note"].startswith("ModuleNotFoundError")
-    assert not any(m == "remodel" and s != COHORT for (s, m, _) in rows)
+    assert not any(key[1] == "remodel" and key[0] != COHORT for key in rows)
 
 
 def test_bad_arguments_are_user_errors(tmp_path: Path, capsys):
     assert cli_main(["evaluate", "--out", str(tmp_path)]) == 2
     assert cli_main(["evaluate", "--data", str(tmp_path / "nope"), "--out", str(tmp_path)]) == 2
     assert cli_main(["evaluate", "--data", str(tmp_path), "--out", str(tmp_path), "--methods", "bogus"]) == 2
+    assert cli_main(["evaluate", "--data", str(tmp_path), "--out", str(tmp_path), "--attackers", "eigen"]) == 2
+    assert cli_main(["evaluate", "--data", str(tmp_path), "--out", str(tmp_path), "--panel", "yorick"]) == 2
     err = capsys.readouterr().err
     assert "--data is required" in err and "not found" in err
+    assert "unknown attacker" in err and "unknown real head" in err
 
 
 @pytest.mark.slow
