@@ -56,7 +56,10 @@ def shear_line(brain: np.ndarray, affine: np.ndarray, buffer_mm: float = DEFAULT
     if not np.allclose(affine[:3, :3], np.diag(np.diag(affine[:3, :3]))) or np.any(np.diag(affine)[:3] <= 0):
         raise AssertionError("shear expects an axis-aligned RAS grid")
     sagittal = brain.any(axis=0)  # [Y, Z]
-    jk = np.argwhere(sagittal).astype(float)
+    # Only the lowest voxel of each coronal column can be on the lower hull (or minimise s - a below): a few
+    # hundred points instead of the whole profile, so the Python hull loop costs nothing.
+    j = np.flatnonzero(sagittal.any(axis=1))
+    jk = np.stack([j, np.argmax(sagittal[j], axis=1)], axis=1).astype(float)
     points = jk * np.diag(affine)[1:3] + affine[1:3, 3]  # (a, s) in mm
     hull = lower_hull(points)
     if len(hull) < 2:
