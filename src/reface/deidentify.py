@@ -104,7 +104,7 @@ def deidentify(scan: Scan, method: str = DEFAULT_METHOD, *, seed: int = 0, brain
             raw[beyond] = scan.quantize(np.zeros(1, np.float32))[0]
     raw[regions.preserved] = scan.raw[regions.preserved]
     assert_preserved(scan, raw, regions.preserved)
-    return Result(scan=scan, raw=raw, regions=regions, method=method, seed=seed)
+    return Result(scan=scan, raw=raw, regions=regions, method=method, seed=seed, warnings=list(regions.warnings))
 
 
 def save_result(result: Result, output: str | Path, *, force: bool = False) -> Path:

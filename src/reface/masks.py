@@ -7,7 +7,7 @@ mask grown by a margin in millimetres, measured with anisotropic voxel sizes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
@@ -20,6 +20,11 @@ DEFAULT_MARGIN_MM = 4.0
 MIN_BRAIN_ML, MAX_BRAIN_ML = 400.0, 2500.0
 # Brain voxels allowed on one face of the field of view before we call the brain cut off (mm^2).
 MAX_EDGE_AREA_MM2 = 200.0
+INFERIOR_COS = 0.7  # a face whose outward normal is within ~45 degrees of inferior may cut the brainstem
+MIN_MAIN_COMPONENT = 0.9  # share of the mask in its largest connected piece
+MIN_EXTENT_MM = 60.0  # a brain, even cut by the field of view, spans this much along every axis
+MAX_BOX_FILL = 0.8  # a brain fills ~45 % of its bounding box; a block (phantom, slab) fills it all
+FACE_NAMES = (("right", "left"), ("posterior", "anterior"), ("inferior", "superior"))  # [axis][positive]
 
 
 @dataclass
@@ -29,6 +34,7 @@ class Regions:
     brain: np.ndarray
     preserved: np.ndarray
     head: np.ndarray
+    warnings: list[str] = field(default_factory=list)  # from the brain check: where the field of view cuts it
 
     def __post_init__(self) -> None:
         if not (self.brain.shape == self.preserved.shape == self.head.shape):
@@ -58,26 +64,63 @@ def auto_brain_mask(scan: Scan, *, device: str = "cpu") -> np.ndarray:
     return mask
 
 
-def check_brain(brain: np.ndarray, scan: Scan) -> None:
-    """Stop before writing an unsafe output when the mask is not a plausible, whole brain."""
+def face_name(affine: np.ndarray, axis: int, high: bool) -> str:
+    """Anatomical name of one face of the field of view, from its outward normal in world (RAS+) space."""
+    normal = np.asarray(affine, float)[:3, axis] * (1.0 if high else -1.0)
+    normal = normal / max(float(np.linalg.norm(normal)), 1e-12)
+    dominant = int(np.argmax(np.abs(normal)))
+    return FACE_NAMES[dominant][int(normal[dominant] > 0)]
+
+
+def is_inferior(affine: np.ndarray, axis: int, high: bool) -> bool:
+    """The face the spinal cord leaves through: outward normal within ~45 degrees of world inferior."""
+    normal = np.asarray(affine, float)[:3, axis] * (1.0 if high else -1.0)
+    return float(normal[2]) / max(float(np.linalg.norm(normal)), 1e-12) < -INFERIOR_COS
+
+
+def check_brain(brain: np.ndarray, scan: Scan, *, given: bool = False) -> list[str]:
+    """Refuse a mask that is not a plausible brain; return warnings for a brain the field of view cuts.
+
+    The brainstem always leaves through the inferior face (MNI-space data, limited axial coverage): that is
+    anatomy, not an error. A brain cut at another face (vertex, front, back, a side) is processed as it is,
+    since the promise holds for every voxel that exists, with a warning. `given` (a --brain-mask) only
+    changes the wording of a refusal."""
+    what = "the given brain mask" if given else "the automatic brain mask"
+    hint = ("; check the mask" if given else
+            "; if this is a head scan, give a brain mask on the input grid with --brain-mask")
     voxel_ml = float(np.prod(scan.zooms)) / 1000.0
     volume_ml = float(brain.sum()) * voxel_ml
     if volume_ml < MIN_BRAIN_ML:
-        raise RefaceError(f"{scan.source}: no plausible brain found (mask volume {volume_ml:.0f} ml)")
+        raise RefaceError(f"{scan.source}: no plausible brain found ({what} holds {volume_ml:.0f} ml, "
+                          f"under {MIN_BRAIN_ML:.0f}){hint}")
     if volume_ml > MAX_BRAIN_ML:
-        raise RefaceError(f"{scan.source}: brain mask is implausibly large ({volume_ml:.0f} ml)")
-    zx, zy, zz = scan.zooms
-    faces = {
-        "i": (brain[0].sum(), brain[-1].sum(), zy * zz),
-        "j": (brain[:, 0].sum(), brain[:, -1].sum(), zx * zz),
-        "k": (brain[:, :, 0].sum(), brain[:, :, -1].sum(), zx * zy),
-    }
-    for axis, (low, high, area) in faces.items():
-        cut = max(low, high) * area
-        if cut > MAX_EDGE_AREA_MM2:
-            message = (f"{scan.source}: the field of view cuts the brain ({cut:.0f} mm^2 of brain on the "
-                       f"{axis}-axis edge); refusing to write an unsafe output")
-            raise RefaceError(message)
+        raise RefaceError(f"{scan.source}: {what} is implausibly large ({volume_ml:.0f} ml, over "
+                          f"{MAX_BRAIN_ML:.0f}){hint}")
+    labels, n = ndi.label(brain)
+    if n > 1:
+        main = float(ndi.sum_labels(brain, labels, index=np.arange(1, n + 1)).max()) / float(brain.sum())
+        if main < MIN_MAIN_COMPONENT:
+            raise RefaceError(f"{scan.source}: {what} is not one brain (its largest piece is {100 * main:.0f} % "
+                              f"of it, in {n} pieces){hint}")
+    ijk = np.argwhere(brain)
+    span = ijk.max(0) - ijk.min(0) + 1
+    extent_mm = np.asarray(span, float) * np.asarray(scan.zooms, float)
+    fill = float(brain.sum()) / float(np.prod(span))
+    if extent_mm.min() < MIN_EXTENT_MM or fill > MAX_BOX_FILL:
+        shape = "x".join(f"{e:.0f}" for e in extent_mm)
+        raise RefaceError(f"{scan.source}: {what} does not have a brain's shape ({shape} mm, {100 * fill:.0f} % "
+                          f"of its bounding box){hint}")
+    warnings = []
+    for axis in range(3):
+        area = float(np.prod(scan.zooms)) / float(scan.zooms[axis])
+        for high in (False, True):
+            cut = float(np.take(brain, -1 if high else 0, axis=axis).sum()) * area
+            if cut <= MAX_EDGE_AREA_MM2 or is_inferior(scan.affine, axis, high):
+                continue
+            side = face_name(scan.affine, axis, high)
+            warnings.append(f"the field of view cuts the brain at the {side} face ({cut:.0f} mm^2 of brain on "
+                            f"the edge): processed what is inside; brain beyond the image is not in the file")
+    return warnings
 
 
 def grow(mask: np.ndarray, margin_mm: float, zooms: tuple[float, float, float]) -> np.ndarray:
@@ -125,12 +168,13 @@ def _otsu(values: np.ndarray, bins: int = 256) -> float:
 def make_regions(scan: Scan, *, brain: np.ndarray | None = None, margin_mm: float = DEFAULT_MARGIN_MM,
                  device: str = "cpu") -> Regions:
     """Regions on the scan's own grid; `brain` overrides the automatic mask."""
+    given = brain is not None
     if brain is None:
         brain = auto_brain_mask(scan, device=device)
-    check_brain(brain, scan)
+    warnings = check_brain(brain, scan, given=given)
     preserved = grow(brain, margin_mm, scan.zooms)
     head = head_mask(scan.data) | preserved
-    return Regions(brain=brain, preserved=preserved, head=head)
+    return Regions(brain=brain, preserved=preserved, head=head, warnings=warnings)
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:

@@ -33,7 +33,8 @@ def _ras_slices(data: np.ndarray, affine: np.ndarray, mask: np.ndarray, spacing:
     return views
 
 
-def qa_figure(before: np.ndarray, after: np.ndarray, affine: np.ndarray, preserved: np.ndarray, title: str = ""):
+def qa_figure(before: np.ndarray, after: np.ndarray, affine: np.ndarray, preserved: np.ndarray, title: str = "",
+              warnings: list[str] | tuple[str, ...] = ()):
     """A matplotlib figure: rows = before / after, columns = front, side renderings + 3 slices."""
     import matplotlib
 
@@ -66,6 +67,10 @@ def qa_figure(before: np.ndarray, after: np.ndarray, affine: np.ndarray, preserv
     if title:
         fig.suptitle(title + "   (orange: preserved region, bit-identical)", fontsize=10)
     fig.tight_layout()
+    if warnings:  # below the panels, in red: a cut-off brain must be seen by whoever checks the pictures
+        fig.subplots_adjust(bottom=0.04 + 0.035 * len(warnings))
+        text = "\n".join(f"warning: {w}" for w in warnings)
+        fig.text(0.01, 0.01, text, color="#b00000", fontsize=8, ha="left", va="bottom", wrap=True)
     return fig
 
 
@@ -83,7 +88,8 @@ def save_qa(result, path: str | Path, *, force: bool = False) -> Path:
         raise RefaceError(f"output exists: {path} (use --force to overwrite)")
     scan = result.scan
     fig = qa_figure(scan.data, result.data, scan.affine, result.regions.preserved,
-                    title=f"reface {result.method} (seed {result.seed}): {Path(scan.source).name}")
+                    title=f"reface {result.method} (seed {result.seed}): {Path(scan.source).name}",
+                    warnings=getattr(result, "warnings", ()))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
     os.close(fd)

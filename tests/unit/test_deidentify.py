@@ -102,12 +102,74 @@ def test_margin_grows_preserved_region_in_mm(tmp_path):
     assert grown[8] and grown[12] and not grown[7] and not grown[13]
 
 
-def test_implausible_or_cut_brain_is_refused(tmp_path):
+def _cut(brain: np.ndarray, axis: int, low: bool, depth: int = 12) -> np.ndarray:
+    """The mask as if the field of view started (low) or ended `depth` slices inside the brain."""
+    moved = np.moveaxis(brain, axis, 0)
+    idx = np.argwhere(moved.any(axis=(1, 2)))[:, 0]
+    out = np.zeros_like(moved)
+    if low:
+        first = int(idx.min()) + depth
+        out[: moved.shape[0] - first] = moved[first:]
+    else:
+        shift = moved.shape[0] - 1 - (int(idx.max()) - depth)
+        out[shift:] = moved[: moved.shape[0] - shift]
+    return np.moveaxis(out, 0, axis)
+
+
+def test_implausible_masks_are_refused_with_a_way_out(tmp_path):
     scan, brain = _scan(tmp_path, shape=(84, 100, 96), zooms=(2.2, 2.2, 2.2))
-    with pytest.raises(RefaceError, match="no plausible brain"):
+    with pytest.raises(RefaceError, match="no plausible brain.*--brain-mask"):
         check_brain(np.zeros_like(brain), scan)
-    k0 = int(np.argwhere(brain.any(axis=(0, 1))).min())
-    shifted = np.zeros_like(brain)  # as if the field of view started 20 slices into the brain
-    shifted[:, :, : brain.shape[2] - (k0 + 20)] = brain[:, :, k0 + 20 :]
-    with pytest.raises(RefaceError, match="field of view cuts the brain"):
-        check_brain(shifted, scan)
+    with pytest.raises(RefaceError, match="the given brain mask holds 0 ml"):
+        check_brain(np.zeros_like(brain), scan, given=True)
+    pieces = np.zeros_like(brain)  # two blobs of a plausible total volume: not one brain
+    pieces[5:30, 5:40, 5:40] = True
+    pieces[50:80, 60:95, 55:90] = True
+    with pytest.raises(RefaceError, match="not one brain"):
+        check_brain(pieces, scan)
+    block = np.zeros_like(brain)  # a phantom cube: a block fills its bounding box
+    block[20:70, 20:70, 20:70] = True
+    with pytest.raises(RefaceError, match="brain's shape"):
+        check_brain(block, scan)
+    assert check_brain(brain, scan) == []
+
+
+@pytest.mark.parametrize("axcodes", ["RAS", "LPI"])
+def test_field_of_view_rule_follows_anatomy(tmp_path, axcodes):
+    """The brainstem may leave through the inferior face; any other cut face is processed with a warning."""
+    scan, brain = _scan(tmp_path, shape=(84, 100, 96), zooms=(2.2, 2.2, 2.2), axcodes=axcodes)
+    inferior_low = axcodes[2] == "S"  # k = 0 is inferior in RAS, superior in LPI
+    assert check_brain(_cut(brain, 2, low=inferior_low), scan) == []
+    (vertex,) = check_brain(_cut(brain, 2, low=not inferior_low), scan)
+    assert "superior face" in vertex and "processed what is inside" in vertex
+    anterior_low = axcodes[1] == "P"  # j = 0 is anterior when j runs towards posterior
+    (front,) = check_brain(_cut(brain, 1, low=anterior_low), scan)
+    assert "anterior face" in front
+    (side,) = check_brain(_cut(brain, 0, low=True), scan)
+    assert ("left" if axcodes[0] == "L" else "right") in side  # i = 0 is the side i runs away from
+
+
+def test_tilted_inferior_face_still_counts_as_inferior(tmp_path):
+    scan, brain = _scan(tmp_path, shape=(84, 100, 96), zooms=(2.2, 2.2, 2.2), oblique_deg=25.0)
+    assert check_brain(_cut(brain, 2, low=True), scan) == []
+
+
+def test_vertex_cut_scan_is_processed_with_a_warning(tmp_path, capsys):
+    from reface.cli import main as cli_main
+
+    scan, brain = _scan(tmp_path, shape=(84, 100, 96), zooms=(2.2, 2.2, 2.2))
+    k_top = int(np.argwhere(brain.any(axis=(0, 1))).max())
+    img = nib.load(tmp_path / "head.nii.gz")
+    cut = tmp_path / "cut.nii.gz"  # the field of view ends 10 slices below the top of the brain
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj)[:, :, : k_top - 9], img.affine, img.header), cut)
+    mask = tmp_path / "mask.nii.gz"
+    nib.save(nib.Nifti1Image(brain[:, :, : k_top - 9].astype(np.uint8), img.affine), mask)
+    result = deidentify_file(cut, tmp_path / "out.nii.gz", "deface", brain_mask=mask, qa=tmp_path / "qa.png")
+    assert len(result.warnings) == 1 and "superior face" in result.warnings[0]
+    out = np.asarray(nib.load(tmp_path / "out.nii.gz").dataobj)
+    assert (out[result.regions.brain] == np.asarray(nib.load(cut).dataobj)[result.regions.brain]).all()
+    assert (tmp_path / "qa.png").stat().st_size > 0
+    code = cli_main(["run", str(cut), "-o", str(tmp_path / "out2.nii.gz"), "--method", "deface",
+                     "--brain-mask", str(mask), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 0 and "warning" in err and "superior face" in err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ..masks import DEFAULT_MARGIN_MM
 from ..methods import DEFAULT_METHOD, METHODS
@@ -34,11 +35,13 @@ def main(args: argparse.Namespace) -> int:
         options["model"] = args.model
     steps = Steps(total=6, desc=f"reface {args.method}", quiet=args.quiet)
     try:
-        deidentify_file(args.input, args.output, args.method, seed=args.seed, brain_mask=args.brain_mask,
-                        margin_mm=args.margin, save_mask=args.save_mask, qa=args.qa, force=args.force,
-                        device=args.device, progress=steps, **options)
+        result = deidentify_file(args.input, args.output, args.method, seed=args.seed,
+                                 brain_mask=args.brain_mask, margin_mm=args.margin, save_mask=args.save_mask,
+                                 qa=args.qa, force=args.force, device=args.device, progress=steps, **options)
     finally:
         steps.close()
+    for warning in result.warnings:  # even with --quiet: the user should know
+        print(f"reface run: warning: {args.input}: {warning}", file=sys.stderr)
     if not args.quiet:
         print(f"wrote {args.output}")
     return 0
