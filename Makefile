@@ -46,5 +46,8 @@ evaluate: $(STAMP)
 	test -f data/synth50/participants.tsv || $(MAKE) synth
 	$(VENV)/bin/reface evaluate --data data/synth50 --out eval_out --subjects $(EVAL_SUBJECTS) --jobs 2
 
+realworld: $(STAMP)
+	$(PY) scripts/realworld.py --out realworld_out --markdown docs/realworld.md
+
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache
