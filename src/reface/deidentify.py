@@ -47,6 +47,7 @@ def to_working(scan: Scan, regions: Regions) -> tuple[np.ndarray, WorkRegions]:
         preserved=geometry.resample_mask(regions.preserved, scan.affine, grid, threshold=0.01),
         head=geometry.resample_mask(regions.head, scan.affine, grid),
         grid=grid,
+        inside=geometry.inside_field_of_view(scan.shape, scan.affine, grid),
     )
     return volume, work
 
@@ -123,14 +124,15 @@ def save_result(result: Result, output: str | Path, *, force: bool = False) -> P
 def deidentify_file(input_path: str | Path, output_path: str | Path, method: str = DEFAULT_METHOD, *,
                     seed: int = 0, brain_mask: str | Path | None = None, margin_mm: float = DEFAULT_MARGIN_MM,
                     save_mask: str | Path | None = None, qa: str | Path | None = None, force: bool = False,
-                    device: str = "cpu", progress: Progress | None = None, **options) -> Result:
+                    device: str = "cpu", progress: Progress | None = None, volume: int | None = None,
+                    **options) -> Result:
     """File to file: the function behind `reface run`, batch mode and evaluation."""
     for target in (output_path, save_mask, qa):
         if target is not None and Path(target).exists() and not force:
             raise RefaceError(f"output exists: {target} (use --force to overwrite)")
     say = progress or (lambda _msg: None)
     say("reading")
-    scan = load_scan(input_path)
+    scan = load_scan(input_path, volume=volume)
     brain = load_mask(brain_mask, scan) if brain_mask is not None else None
     result = deidentify(scan, method, seed=seed, brain=brain, margin_mm=margin_mm, device=device,
                         progress=progress, **options)

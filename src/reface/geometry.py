@@ -105,3 +105,16 @@ def downsample(volume: np.ndarray, factor: int) -> np.ndarray:
 
 def voxel_sizes(affine: np.ndarray) -> tuple[float, float, float]:
     return tuple(float(z) for z in np.sqrt((affine[:3, :3] ** 2).sum(axis=0)))
+
+
+def inside_field_of_view(shape: tuple[int, ...], affine: np.ndarray, dst: Grid) -> np.ndarray:
+    """Voxels of `dst` whose centre maps inside a volume of `shape` at `affine`, between its first and last
+    voxel centres (where `resample` interpolates data, not padding). Exact, and no resampling."""
+    to_src = np.linalg.inv(np.asarray(affine, np.float64)) @ np.asarray(dst.affine, np.float64)
+    axes = [np.arange(n, dtype=np.float32) for n in dst.shape]
+    inside = np.ones(tuple(dst.shape), bool)
+    for c in range(3):
+        coord = (to_src[c, 0] * axes[0][:, None, None] + to_src[c, 1] * axes[1][None, :, None]
+                 + to_src[c, 2] * axes[2][None, None, :] + to_src[c, 3])
+        inside &= (coord >= -1e-3) & (coord <= shape[c] - 1 + 1e-3)  # where `resample` has data
+    return inside

@@ -12,7 +12,7 @@ from scipy import ndimage as ndi
 from reface.deidentify import deidentify, to_working
 from reface.errors import RefaceError
 from reface.io import load_scan
-from reface.masks import make_regions
+from reface.masks import head_mask, make_regions
 from reface.methods.remodel import remodel
 from reface.model.checkpoint import save_generator
 from reface.model.config import ModelConfig
@@ -215,3 +215,27 @@ def test_default_model_seeds_give_differently_shaped_heads(working):
         changed[diversity] = int((masks[0] ^ masks[1])[outside].sum())
     assert changed[1.0] > 20_000, changed
     assert changed[1.0] > 3 * changed[0.0], changed
+
+
+@pytest.mark.parametrize("noise", [0.0, 10.0])
+def test_remodel_background_is_the_inputs(tmp_path, noise):
+    """Realism invariants, end to end with the shipped model: a zero background stays exactly zero, and no
+    voxel outside the new head gains signal beyond the input's own noise level."""
+    scan, brain = _scan(tmp_path, shape=(48, 56, 52), zooms=(4.0, 4.0, 4.0), noise=noise)
+    out = deidentify(scan, "remodel", seed=0, brain=brain).data
+    before = scan.data
+    regions = make_regions(scan, brain=brain)
+    near = ndi.binary_dilation(regions.head | head_mask(out), iterations=3)  # both heads, grown by 12 mm
+    far = ~near
+    assert far.sum() > 0.2 * far.size
+    if noise == 0:
+        assert np.all(before[far] == 0)
+        # every non-zero voxel is the head itself (one piece with the brain): no speckle in the air
+        labels, _ = ndi.label(out != 0)
+        head_label = np.bincount(labels[regions.brain]).argmax()
+        assert head_label > 0 and np.all((labels == head_label) | (labels == 0))
+        assert np.mean(out[far] != 0) < 0.002  # and the head barely reaches 12 mm past both head masks
+    else:
+        ceiling = np.percentile(before[far], 99.9)
+        assert np.mean(out[far] > ceiling) < 0.005
+        assert abs(np.std(out[far]) - np.std(before[far])) < 0.2 * np.std(before[far])

@@ -52,3 +52,16 @@ def test_outside_front_flags_only_voxels_anterior_to_the_grid():
     affine[:3, 3] = [-4.5, -4.5, -4.5]
     beyond = geometry.outside_front((10, 14, 10), affine, grid)
     assert not beyond[:, :10].any() and beyond[:, 10:].all()
+
+
+def test_inside_field_of_view_matches_resampling_a_box_of_ones():
+    from reface.geometry import Grid, inside_field_of_view, resample
+
+    src_affine = np.array([[0.0, 0, 1.2, -40], [-1.1, 0, 0, 50], [0, 0.9, 0, -30], [0, 0, 0, 1]])
+    shape = (40, 50, 30)
+    dst = Grid((70, 80, 60), np.array([[1.0, 0, 0, -35], [0, 1, 0, -45], [0, 0, 1, -40], [0, 0, 0, 1]]))
+    inside = inside_field_of_view(shape, src_affine, dst)
+    ones = resample(np.ones(shape, np.float32), src_affine, dst, order=0)
+    assert 0.1 < inside.mean() < 0.9
+    # nearest-neighbour resampling of ones is 1 exactly where the centre lands inside (boundary ties aside)
+    assert np.mean(inside == (ones > 0.5)) > 0.995

@@ -25,6 +25,7 @@ class WorkRegions(Regions):
     """Regions on the working grid, with the grid itself for methods that register templates."""
 
     grid: Grid | None = None
+    inside: np.ndarray | None = None  # working voxels inside the input's field of view (None: all of them)
 
 
 Method = Callable[..., np.ndarray]

@@ -27,8 +27,12 @@ def remodel(
     rng: np.random.Generator,
     model: str | Path | None = None,
     device: str = "cpu",
+    use_generator: bool = True,
 ) -> np.ndarray:
-    """float32 [X, Y, Z] working-grid volume -> a new head around `regions.preserved` (same shape)."""
+    """float32 [X, Y, Z] working-grid volume -> a new head around `regions.preserved` (same shape).
+
+    `use_generator=False` gives the prior-only head (fitted template, seeded deformation, finishing): the
+    baseline the GAN has to beat."""
     import torch
 
     from ..model.inference import generate_head, resolve_device
@@ -40,5 +44,6 @@ def remodel(
     seed = int(rng.integers(0, 2**63 - 1))
     noise_rng = torch.Generator().manual_seed(seed)  # CPU generator: the same draws on any device
     return generate_head(
-        generator, volume, regions.preserved, regions.brain, regions.grid, rng=noise_rng, device=torch_device
+        generator, volume, regions.preserved, regions.brain, regions.grid, rng=noise_rng, device=torch_device,
+        input_head=regions.head | regions.preserved, inside=regions.inside, use_generator=use_generator,
     )

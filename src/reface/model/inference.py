@@ -25,6 +25,7 @@ from ..errors import RefaceError
 from ..geometry import Grid
 from ..synth.deform import VelocityGrid, exponentiate, jacobian_determinant, local_affine_velocity
 from .data import intensity_scale, pyramid
+from .finish import finish
 from .networks import Generator, sample_latents, upsample
 from .prior import fitted_prior, match_contrast
 
@@ -112,12 +113,19 @@ def generate_head(
     device: torch.device | str = "cpu",
     shape_diversity: float = 1.0,
     prior: np.ndarray | None = None,
+    input_head: np.ndarray | None = None,
+    inside: np.ndarray | None = None,
+    use_generator: bool = True,
 ) -> np.ndarray:
     """float32 [X, Y, Z] 1 mm head, subject's intensity scale; `preserved` voxels are the input's.
 
     `shape_diversity` scales the seeded face deformation (0: the generator's head as it is). `prior`
     (normalised units, contrast-matched as in training) skips fitting the atlas when the caller already has
-    it (it does not depend on the seed)."""
+    it (it does not depend on the seed). `input_head` is the input's head mask (computed when not given):
+    it tells air from head for the background and skin statistics; `inside` (the working voxels within
+    the input's field of view) keeps the zero padding beyond it out of the background statistics.
+    `use_generator=False` skips the GAN (prior, deformation and finishing only), to measure what the
+    generator adds."""
     cfg = generator.cfg
     if tuple(volume.shape) != tuple(cfg.work_shape):
         raise RefaceError(f"volume {volume.shape} is not on the model's working grid {cfg.work_shape}")
@@ -133,19 +141,20 @@ def generate_head(
 
     conds, masks, priors = stack("cond"), stack("mask"), stack("prior")
     z, noises = sample_latents(cfg, 1, [tuple(c.shape[2:]) for c in conds], rng, device)
-    out = None
-    for k in range(cfg.n_stages):
-        prev_up = None if k == 0 else upsample(out, conds[k].shape[2:])
-        if k > 0 and conds[k].numel() > WHOLE_LIMIT_VOX:
-            out = _stage_tiled(generator, k, conds[k], masks[k], noises[k], z, prev_up, priors)
-        else:
-            out = generator.stage(k, conds[k], masks[k], noises[k], z, prev_up, Generator.priors(k, priors))
     finest = cfg.scales_mm[-1]
-    if finest > 1:  # the generator's change over the prior, on the prior's own 1 mm detail
-        fine_prior = torch.from_numpy(np.asarray(prior, np.float32))[None, None].to(device)
-        head = fine_prior + upsample(out - priors[-1], volume.shape)
+    fine_prior = torch.from_numpy(np.asarray(prior, np.float32))[None, None].to(device)
+    if use_generator:
+        out = None
+        for k in range(cfg.n_stages):
+            prev_up = None if k == 0 else upsample(out, conds[k].shape[2:])
+            if k > 0 and conds[k].numel() > WHOLE_LIMIT_VOX:
+                out = _stage_tiled(generator, k, conds[k], masks[k], noises[k], z, prev_up, priors)
+            else:
+                out = generator.stage(k, conds[k], masks[k], noises[k], z, prev_up, Generator.priors(k, priors))
+        # a model coarser than 1 mm: its change over the prior, on the prior's own 1 mm detail
+        head = fine_prior + upsample(out - priors[-1], volume.shape) if finest > 1 else out
     else:
-        head = out
+        head = fine_prior
     shape_seed = int(torch.randint(0, 2**62, (1,), generator=rng))
     if shape_diversity > 0:
         coarse_head = head[0, 0, ::SHAPE_SPACING_MM, ::SHAPE_SPACING_MM, ::SHAPE_SPACING_MM].float().cpu().numpy()
@@ -155,8 +164,14 @@ def generate_head(
         head = warp(head, disp)
     if finest > 1:
         head = head + _texture(norm, preserved, head, finest, rng, device)
-    result = _blend_seam(head[0, 0].float().cpu().numpy(), norm, preserved)
-    result = match_contrast(result, norm, preserved)
+    tissue = match_contrast(head[0, 0].float().cpu().numpy(), norm, preserved)
+    if input_head is None:
+        from ..masks import head_mask
+
+        input_head = head_mask(norm) | preserved
+    finish_rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=rng)))
+    result, _alpha = finish(tissue, norm, preserved, input_head, finish_rng, inside=inside)
+    result = _blend_seam(result, norm, preserved)
     if volume.min() >= 0:
         result = np.clip(result, 0, None)
     return (result * scale).astype(np.float32)
@@ -170,9 +185,7 @@ def _texture(
 
     coarse = torch.from_numpy(downsample(norm, factor).astype(np.float32))[None, None]
     detail = norm - upsample(coarse, norm.shape)[0, 0].numpy()
-    outside = ~preserved
-    fg = outside & (norm > 0.1)
-    bg = outside & (norm <= 0.1)
+    fg = ~preserved & (norm > 0.1)
 
     def mad(values: np.ndarray) -> float:
         if values.size < 100:
@@ -180,10 +193,8 @@ def _texture(
         values = values[:: max(1, values.size // 200_000)]
         return float(1.4826 * np.median(np.abs(values - np.median(values))))
 
-    sigma_fg, sigma_bg = mad(detail[fg]), mad(detail[bg])
     noise = torch.randn(tuple(head.shape), generator=rng).to(device)
-    sigma = torch.where(head > 0.1, sigma_fg, sigma_bg)
-    return noise * sigma
+    return noise * mad(detail[fg])  # tissue only: `finish` replaces the air with the input's own
 
 
 def _blend_seam(head: np.ndarray, norm: np.ndarray, preserved: np.ndarray) -> np.ndarray:

@@ -1,0 +1,115 @@
+"""Realism invariants of a generated head: a clean skin surface and the input's own background.
+
+The generator (and the prior under it) leaves faint signal in the air: the GAN's bounded change, texture
+noise at tissue level, blurred template skin. Rendered, that is speckle in the air and an orange-peel
+skin; on slices, a noise-textured halo. `finish` imposes what every real scan satisfies:
+- one head: the generated head's mask (Otsu level, largest component, holes filled) on a 2 mm grid,
+  smoothed to a closed surface with no bumps below ~3 mm; it always covers the preserved region plus a
+  few mm of scalp, so the pasted brain never pokes through the skin (the "disc" at the vertex);
+- a skin shell: the outer ~3 mm of that surface is at least the subject's own skin level (a global scalar
+  read from the input's outer shell), so the surface a renderer finds is the smooth mask, not noise on a
+  blurred template gradient, and eye sockets close over (lids, not holes);
+- the input's background: every voxel outside the new head is drawn i.i.d. from the input's own air
+  (voxels 6-30 mm outside the input head). A zero background stays exactly zero; a noisy one gets noise
+  with the same distribution. No spatial information of the input's air is reused.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage as ndi
+
+COARSE = 2  # mm: masks and distances are computed on every 2nd voxel
+AIR_NEAR_MM, AIR_FAR_MM = 6.0, 30.0  # the input's air sample: this far outside its head
+COVER_MM = 4  # the new head covers the preserved region grown by this much (then smoothed)
+COVER_SMOOTH_MM = 4.0
+SURFACE_SIGMA_MM = 2.0  # smoothing of the head mask: the skin's smallest bumps
+EDGE_WIDTH = 0.3  # the skin edge: alpha ramps over this band of the smoothed mask (~1.5 mm)
+SHELL_TOP = 0.95  # smoothed-mask value where the skin shell has faded out (~3 mm deep)
+SHELL_WIDTH = 0.15
+MIN_AIR_VOXELS = 200
+
+
+def background_sampler(norm: np.ndarray, input_head: np.ndarray, inside: np.ndarray | None = None):
+    """The input's air intensity distribution -> draw(rng, n) of i.i.d. samples (normalised units).
+
+    Air is 6-30 mm outside the input's head (near enough to be inside the field of view). A background
+    that is mostly exact zeros (skull-stripped air, zero-filled or masked exports) is a zero background:
+    zeros are drawn, because the few non-zero values there (interpolation at the head's edge, ghosts) are
+    spatially structured and would read as speckle when drawn i.i.d. Otherwise the background is noise and
+    exact zeros are treated as outside the acquired field of view.
+    """
+    coarse_head = input_head[::COARSE, ::COARSE, ::COARSE]
+    dist = ndi.distance_transform_edt(~coarse_head) * COARSE
+    band = (dist >= AIR_NEAR_MM) & (dist <= AIR_FAR_MM)
+    if inside is not None:  # the zero padding beyond the input's field of view is not its background
+        band &= inside[::COARSE, ::COARSE, ::COARSE]
+    values = norm[::COARSE, ::COARSE, ::COARSE][band].astype(np.float32)
+    if values.size < MIN_AIR_VOXELS or np.mean(values == 0) > 0.5:
+        return lambda rng, n: np.zeros(n, np.float32)
+    values = values[values != 0]
+    values = np.sort(values)
+
+    def draw(rng: np.random.Generator, n: int) -> np.ndarray:
+        return values[rng.integers(0, values.size, n)]
+
+    return draw
+
+
+def air_values(norm: np.ndarray, input_head: np.ndarray) -> np.ndarray:
+    """The input's air sample itself (for tests and metrics): see `background_sampler`."""
+    draw = background_sampler(norm, input_head)
+    return draw(np.random.default_rng(0), 100_000)
+
+
+def skin_level(norm: np.ndarray, input_head: np.ndarray, preserved: np.ndarray) -> float:
+    """Median intensity of the input head's outer 3 mm shell outside the preserved region (a scalar)."""
+    coarse = input_head[::COARSE, ::COARSE, ::COARSE]
+    shell = coarse & ~ndi.binary_erosion(coarse, iterations=2) & ~preserved[::COARSE, ::COARSE, ::COARSE]
+    values = norm[::COARSE, ::COARSE, ::COARSE][shell]
+    return float(np.median(values)) if values.size > 100 else 0.0
+
+
+def head_alpha(head: np.ndarray, preserved: np.ndarray) -> np.ndarray:
+    """Smoothed mask of the generated head, in [0, 1], on the 1 mm grid (0.5 = the skin surface).
+
+    Smoothed on the 2 mm grid and brought to 1 mm by linear interpolation: a nearest-neighbour upsampling
+    leaves 2 mm terraces that a renderer shows as contour lines on the skin."""
+    from ..masks import head_mask
+
+    coarse = head[::COARSE, ::COARSE, ::COARSE]
+    mask = ndi.binary_fill_holes(head_mask(coarse))
+    soft = ndi.gaussian_filter(mask.astype(np.float32), SURFACE_SIGMA_MM / COARSE)
+    # the preserved region's envelope, as a soft union: a gentle bulge where the generated skin runs
+    # closer to the brain than COVER_MM, never a ridge of its own
+    cover = ndi.binary_dilation(preserved[::COARSE, ::COARSE, ::COARSE], iterations=max(1, COVER_MM // COARSE))
+    soft = np.maximum(soft, ndi.gaussian_filter(cover.astype(np.float32), COVER_SMOOTH_MM / COARSE))
+    factors = [n / m for n, m in zip(head.shape, soft.shape, strict=True)]
+    fine = ndi.zoom(soft, factors, order=1, grid_mode=True, mode="nearest")
+    if fine.shape != head.shape:  # rounding in zoom: pad or crop the last plane
+        fine = np.pad(fine, [(0, max(0, n - m)) for n, m in zip(head.shape, fine.shape, strict=True)], mode="edge")
+        fine = fine[: head.shape[0], : head.shape[1], : head.shape[2]]
+    return np.clip(fine, 0.0, 1.0)
+
+
+def finish(
+    tissue: np.ndarray,
+    norm: np.ndarray,
+    preserved: np.ndarray,
+    input_head: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    inside: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Generated tissue (normalised) -> (head in the input's background, alpha). Same shape, float32."""
+    smooth = head_alpha(tissue, preserved)
+    alpha = np.clip((smooth - 0.5) / EDGE_WIDTH + 0.5, 0.0, 1.0).astype(np.float32)
+    skin = skin_level(norm, input_head, preserved)
+    if skin > 0:
+        shell = np.clip((SHELL_TOP - smooth) / SHELL_WIDTH, 0.0, 1.0) * (smooth > 0.2)
+        tissue = np.maximum(tissue, (skin * shell).astype(np.float32))
+    out = alpha * tissue
+    air = alpha < 1.0
+    draw = background_sampler(norm, input_head, inside)
+    out[air] += (1.0 - alpha[air]) * draw(rng, int(air.sum()))
+    return out.astype(np.float32), alpha
