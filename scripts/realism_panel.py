@@ -1,0 +1,79 @@
+"""Realism of each method on the real-head panel, against each head's own value (issue 11).
+
+    python scripts/realism_panel.py --methods none,deface,template,remodel,remodel-prior --seeds 0 \
+        --markdown docs/realism_panel.md
+
+`remodel-prior` is remodel without the GAN (fitted prior, seeded deformation, finishing): what the GAN adds
+is the difference between the two rows. Metrics: see reface.evaluate.realism.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from reface.deidentify import deidentify
+from reface.evaluate.realism import realism_pairs
+from reface.io import load_scan
+from reface.realheads import PANEL, write_panel
+
+METRICS = ("realism_bg_speckle", "realism_roughness_mm", "realism_edge_p90")
+
+
+def run(method: str, scan, seed: int):
+    options = {}
+    if method == "remodel-prior":
+        method, options = "remodel", {"use_generator": False}
+    return deidentify(scan, method, seed=seed, **options)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--heads", default=",".join(PANEL))
+    parser.add_argument("--methods", default="none,deface,shear,blur,template,remodel,remodel-prior")
+    parser.add_argument("--seeds", default="0")
+    parser.add_argument("--markdown", type=Path)
+    args = parser.parse_args()
+    heads = args.heads.split(",")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = write_panel(tmp, tuple(heads))
+        for head in heads:
+            scan = load_scan(paths[head])
+            for method in args.methods.split(","):
+                for seed in (int(s) for s in args.seeds.split(",")):
+                    start = time.perf_counter()
+                    result = run(method, scan, seed)
+                    values = realism_pairs(scan, _as_scan(scan, result), result.regions)
+                    rows.append((head, method, seed, time.perf_counter() - start, values))
+                    cells = " ".join(f"{k[8:]}={values[k]:.4f}/{values[k + '_orig']:.4f}" for k in METRICS)
+                    print(f"{head} {method} seed={seed} {rows[-1][3]:.0f}s {cells}", flush=True)
+    lines = ["| head | method | seeds | " + " | ".join(f"{m[8:]} (orig)" for m in METRICS) + " |",
+             "|---|---|---|" + "---|" * len(METRICS)]
+    for head in heads:
+        for method in args.methods.split(","):
+            group = [r[4] for r in rows if r[0] == head and r[1] == method]
+            cells = [f"{np.nanmean([g[m] for g in group]):.4f} ({np.nanmean([g[m + '_orig'] for g in group]):.4f})"
+                     for m in METRICS]
+            lines.append(f"| {head} | {method} | {len(group)} | " + " | ".join(cells) + " |")
+    table = "\n".join(lines)
+    print(table)
+    print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
+    if args.markdown:
+        args.markdown.write_text(f"```\npython {' '.join(__import__('sys').argv)}\n```\n\n{table}\n")
+
+
+def _as_scan(scan, result):
+    """The de-identified scan as a Scan on the input grid (raw values replaced, no cached data)."""
+    import dataclasses
+
+    return dataclasses.replace(scan, raw=result.raw, _data=None)
+
+
+if __name__ == "__main__":
+    main()
