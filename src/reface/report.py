@@ -36,6 +36,12 @@ UTILITY_COLUMNS = (
 REALISM_COLUMNS = (
     ("realism_hist_w1", "non-brain intensity W1"),
     ("realism_missing_head", "head lost to background"),
+    ("realism_bg_speckle", "air speckle"),
+    ("realism_bg_speckle_orig", "air speckle (original)"),
+    ("realism_roughness_mm", "skin roughness mm"),
+    ("realism_roughness_mm_orig", "skin roughness mm (original)"),
+    ("realism_edge_p90", "edge sharpness"),
+    ("realism_edge_p90_orig", "edge sharpness (original)"),
     ("deid_failed", "method failed"),
     ("wall_s", "seconds / scan"),
 )
