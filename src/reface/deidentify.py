@@ -124,7 +124,7 @@ def save_result(result: Result, output: str | Path, *, force: bool = False) -> P
 def deidentify_file(input_path: str | Path, output_path: str | Path, method: str = DEFAULT_METHOD, *,
                     seed: int = 0, brain_mask: str | Path | None = None, margin_mm: float = DEFAULT_MARGIN_MM,
                     save_mask: str | Path | None = None, qa: str | Path | None = None, force: bool = False,
-                    device: str = "cpu", progress: Progress | None = None, volume: int | None = None,
+                    device: str = "cpu", progress: Progress | None = None,
                     **options) -> Result:
     """File to file: the function behind `reface run`, batch mode and evaluation."""
     for target in (output_path, save_mask, qa):
@@ -132,7 +132,7 @@ def deidentify_file(input_path: str | Path, output_path: str | Path, method: str
             raise RefaceError(f"output exists: {target} (use --force to overwrite)")
     say = progress or (lambda _msg: None)
     say("reading")
-    scan = load_scan(input_path, volume=volume)
+    scan = load_scan(input_path)
     brain = load_mask(brain_mask, scan) if brain_mask is not None else None
     result = deidentify(scan, method, seed=seed, brain=brain, margin_mm=margin_mm, device=device,
                         progress=progress, **options)
