@@ -96,3 +96,12 @@ def test_remodel_gives_a_defaced_head_its_face_back(name, folder, tmp_path):
     assert before < 0.8 * full, "the defaced input still has its face: the case is wrong"
     assert after >= 0.5 * full, f"remodel left {after} of {full} face voxels as head tissue"
     assert corpus.face_changed(raw_in, raw_out, face) > 0.3
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, raises=RefaceError,
+                   reason="deface's template registration assumes background 0: on int16 with background -200 it "
+                          "refuses ('template head does not fit this scan (head overlap 0.64 ...)'); "
+                          "found by scripts/realworld.py, owned by reface.methods")
+def test_int16_negative_with_deface(folder, tmp_path):
+    check_case("int16-negative", "deface", folder, tmp_path)
