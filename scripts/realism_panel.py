@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import resource
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -65,7 +66,7 @@ def main() -> None:
     print(table)
     print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
     if args.markdown:
-        args.markdown.write_text(f"```\npython {' '.join(__import__('sys').argv)}\n```\n\n{table}\n")
+        args.markdown.write_text(f"```\npython {' '.join(sys.argv)}\n```\n\n{table}\n")
 
 
 def _as_scan(scan, result):

@@ -64,18 +64,22 @@ def auto_brain_mask(scan: Scan, *, device: str = "cpu") -> np.ndarray:
     return mask
 
 
-def face_name(affine: np.ndarray, axis: int, high: bool) -> str:
-    """Anatomical name of one face of the field of view, from its outward normal in world (RAS+) space."""
+def _outward_normal(affine: np.ndarray, axis: int, high: bool) -> np.ndarray:
+    """Unit outward normal (world RAS+) of one face of the field of view."""
     normal = np.asarray(affine, float)[:3, axis] * (1.0 if high else -1.0)
-    normal = normal / max(float(np.linalg.norm(normal)), 1e-12)
+    return normal / max(float(np.linalg.norm(normal)), 1e-12)
+
+
+def face_name(affine: np.ndarray, axis: int, high: bool) -> str:
+    """Anatomical name of one face of the field of view, from its outward normal."""
+    normal = _outward_normal(affine, axis, high)
     dominant = int(np.argmax(np.abs(normal)))
     return FACE_NAMES[dominant][int(normal[dominant] > 0)]
 
 
 def is_inferior(affine: np.ndarray, axis: int, high: bool) -> bool:
     """The face the spinal cord leaves through: outward normal within ~45 degrees of world inferior."""
-    normal = np.asarray(affine, float)[:3, axis] * (1.0 if high else -1.0)
-    return float(normal[2]) / max(float(np.linalg.norm(normal)), 1e-12) < -INFERIOR_COS
+    return float(_outward_normal(affine, axis, high)[2]) < -INFERIOR_COS
 
 
 def check_brain(brain: np.ndarray, scan: Scan, *, given: bool = False) -> list[str]:

@@ -65,13 +65,9 @@ def realism(original: Scan, deidentified: Scan, regions: Regions) -> dict[str, f
     }
 
 
-def _zooms(affine: np.ndarray) -> np.ndarray:
-    return np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
-
-
-def background_speckle(data: np.ndarray, head: np.ndarray, affine: np.ndarray, level: float) -> float:
+def background_speckle(data: np.ndarray, head: np.ndarray, zooms: tuple[float, ...], level: float) -> float:
     """Fraction of voxels >= BACKGROUND_MM outside `head` whose value is above `level`."""
-    far = ndi.distance_transform_edt(~head, sampling=_zooms(affine)) >= BACKGROUND_MM
+    far = ndi.distance_transform_edt(~head, sampling=zooms) >= BACKGROUND_MM
     return float(np.mean(data[far] > level)) if far.any() else float("nan")
 
 
@@ -93,11 +89,11 @@ def surface_roughness(data: np.ndarray, affine: np.ndarray, *, view: str = "fron
     return float(np.sqrt(np.mean((depth - smooth)[inner] ** 2)))
 
 
-def edge_sharpness(data: np.ndarray, region: np.ndarray, affine: np.ndarray, scale: float) -> float:
+def edge_sharpness(data: np.ndarray, region: np.ndarray, zooms: tuple[float, ...], scale: float) -> float:
     """90th percentile of the gradient magnitude (per mm, in units of `scale`) inside `region`."""
     if not region.any():
         return float("nan")
-    grads = np.gradient(data.astype(np.float32), *_zooms(affine))
+    grads = np.gradient(data.astype(np.float32), *zooms)
     magnitude = np.sqrt(sum(g[region].astype(np.float64) ** 2 for g in grads))
     return float(np.percentile(magnitude, 90) / scale)
 
@@ -113,7 +109,7 @@ def realism_pairs(original: Scan, deidentified: Scan, regions: Regions) -> dict[
     for suffix, data in (("", after), ("_orig", before)):
         head = head_mask(data) | regions.preserved
         region = head & ~regions.preserved
-        out["realism_bg_speckle" + suffix] = background_speckle(data, head, original.affine, level)
+        out["realism_bg_speckle" + suffix] = background_speckle(data, head, original.zooms, level)
         out["realism_roughness_mm" + suffix] = surface_roughness(data, original.affine)
-        out["realism_edge_p90" + suffix] = edge_sharpness(data, region, original.affine, p99)
+        out["realism_edge_p90" + suffix] = edge_sharpness(data, region, original.zooms, p99)
     return out
