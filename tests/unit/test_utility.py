@@ -125,7 +125,9 @@ def test_realism_detects_removed_face():
     head = scan.data > 100
     regions = Regions(brain=brain, preserved=brain, head=head | brain)
     same = realism(scan, scan, regions)
-    assert same == {"realism_hist_w1": 0.0, "realism_missing_head": 0.0}
+    assert same["realism_hist_w1"] == 0.0 and same["realism_missing_head"] == 0.0
+    for name in ("realism_bg_speckle", "realism_roughness_mm", "realism_edge_p90"):
+        assert same[name] == same[name + "_orig"]  # an unchanged scan scores its own value
     defaced = load_scan_from(img)
     defaced.raw = scan.raw.copy()
     front = np.zeros(scan.shape, bool)
