@@ -15,7 +15,9 @@ from reface.io import load_scan
 
 # Cases that cost more than ~15 s to build or run on 2 busy cores (big grids, a defacing subprocess first).
 SLOW = {"highres-0.7mm", "large-fov-256", "defaced-deface", "defaced-shear", "pydeface-mean",
-        "defaced-facemask", "sagittal-1.2mm", "tilted-25", "float64", "uint8"}
+        "defaced-facemask", "sagittal-1.2mm", "tilted-25", "float64", "uint8",
+        # kept out of the default suite for its time budget (covered by unit tests of io and masks)
+        "tight-fov", "4d-one-volume", "int16-negative"}
 
 
 @pytest.fixture(scope="module")
