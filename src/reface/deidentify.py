@@ -15,6 +15,7 @@ from scipy import ndimage as ndi
 
 from . import geometry
 from .errors import RefaceError
+from .formats import output_kind, resolve_output
 from .io import Scan, load_mask, load_scan, save_mask_like, save_scan_like
 from .masks import DEFAULT_MARGIN_MM, Regions, make_regions
 from .methods import DEFAULT_METHOD, WorkRegions, get_method
@@ -32,6 +33,7 @@ class Result:
     method: str
     seed: int
     warnings: list[str] = field(default_factory=list)  # processed, but the user should know (cut-off brain, ...)
+    output: Path | None = None  # where deidentify_file wrote it (a MINC/PAR/ANALYZE name becomes .nii.gz)
 
     @property
     def data(self) -> np.ndarray:
@@ -114,6 +116,7 @@ def save_result(result: Result, output: str | Path, *, force: bool = False) -> P
 
     def check(img) -> None:
         written = np.asarray(img.dataobj.get_unscaled()).reshape(scan.shape)
+        written = written.astype(written.dtype.newbyteorder("="), copy=False)  # MGH is big-endian on disk
         assert_preserved(scan, written, preserved)
         if not np.allclose(img.affine, scan.affine, atol=1e-5) or img.shape != scan.disk_shape:
             raise AssertionError("written grid differs from the input grid")
@@ -124,20 +127,30 @@ def save_result(result: Result, output: str | Path, *, force: bool = False) -> P
 def deidentify_file(input_path: str | Path, output_path: str | Path, method: str = DEFAULT_METHOD, *,
                     seed: int = 0, brain_mask: str | Path | None = None, margin_mm: float = DEFAULT_MARGIN_MM,
                     save_mask: str | Path | None = None, qa: str | Path | None = None, force: bool = False,
-                    device: str = "cpu", progress: Progress | None = None,
+                    device: str = "cpu", progress: Progress | None = None, volume: int | None = None,
                     **options) -> Result:
-    """File to file: the function behind `reface run`, batch mode and evaluation."""
+    """File to file: the function behind `reface run`, batch mode and evaluation.
+
+    The output format follows its name (.nii/.nii.gz NIfTI, .mgz/.mgh MGH); a name in a format reface
+    reads but cannot write (.mnc, .PAR, .img) becomes .nii.gz beside it, with a warning. `volume` picks one
+    volume of a 4D input; only that volume is written (the others show the same face).
+    """
+    output_path, note = resolve_output(Path(output_path))
+    if save_mask is not None:
+        output_kind(Path(save_mask))
     for target in (output_path, save_mask, qa):
         if target is not None and Path(target).exists() and not force:
             raise RefaceError(f"output exists: {target} (use --force to overwrite)")
     say = progress or (lambda _msg: None)
     say("reading")
-    scan = load_scan(input_path)
+    scan = load_scan(input_path, volume=volume)
     brain = load_mask(brain_mask, scan) if brain_mask is not None else None
     result = deidentify(scan, method, seed=seed, brain=brain, margin_mm=margin_mm, device=device,
                         progress=progress, **options)
+    if note is not None:
+        result.warnings.append(note)
     say("writing")
-    save_result(result, output_path, force=force)
+    result.output = save_result(result, output_path, force=force)
     if save_mask is not None:
         save_mask_like(scan, result.regions.preserved, save_mask, force=force)
     if qa is not None:

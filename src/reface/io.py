@@ -1,4 +1,6 @@
-"""Scan input/output: NIfTI and DICOM in, NIfTI out on the input's own grid with a scrubbed header.
+"""Scan input/output: any nibabel volume or a DICOM folder in, NIfTI or MGZ out on the input's own grid.
+
+Per-format reading, scrubbing and writing live in formats.py; this module is the entry point.
 
 The output keeps the input's on-disk dtype and scaling (scl_slope/scl_inter), so voxels that reface
 preserves are written back as the very same raw values: bit-for-bit, not merely close.
@@ -6,22 +8,17 @@ preserves are written back as the very same raw values: bit-for-bit, not merely 
 
 from __future__ import annotations
 
-import gzip
 import os
 import tempfile
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from nibabel.volumeutils import array_to_file
 
+from . import formats
 from .errors import RefaceError
-
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
-# Free-text header fields that may carry names, dates, site or protocol text.
-SCRUBBED_TEXT_FIELDS = ("descrip", "aux_file", "db_name", "intent_name")
+from .formats import NIFTI_SUFFIXES, SCRUBBED_TEXT_FIELDS, MGHHeader  # noqa: F401  (re-exported)
 
 
 @dataclass
@@ -35,6 +32,8 @@ class Scan:
     inter: float = 0.0
     disk_shape: tuple[int, ...] = ()  # the file's shape (may carry trailing singleton dims)
     source: str = ""
+    kind: str = "nifti"  # input format (formats.image_kind)
+    mgh_header: MGHHeader | None = None  # FreeSurfer geometry to write .mgz back exactly
     _data: np.ndarray | None = field(default=None, repr=False)
 
     @property
@@ -62,34 +61,16 @@ class Scan:
         return raw.astype(dtype)
 
 
-def _is_nifti(path: Path) -> bool:
-    return path.name.endswith(NIFTI_SUFFIXES)
+def load_scan(path: str | os.PathLike, *, volume: int | None = None) -> Scan:
+    """Read any nibabel volume or a DICOM series folder as a validated 3D scan.
 
-
-def load_scan(path: str | os.PathLike) -> Scan:
-    """Read a NIfTI file or a DICOM series folder as a validated 3D scan."""
+    `volume` picks one volume of a 4D file; the scan (and so the output) is that one 3D volume.
+    """
     path = Path(path)
     if not path.exists():
         raise RefaceError(f"input not found: {path}")
-    if path.is_dir():
-        img = _load_dicom_series(path)
-    else:
-        img = _load_nifti(path)
-    return _scan_from_image(img, str(path))
-
-
-def _load_nifti(path: Path) -> nib.Nifti1Image:
-    try:
-        img = nib.load(str(path))
-        if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
-            raise RefaceError(f"not a NIfTI image: {path}")
-        img.dataobj.get_unscaled()  # force a full read now, so corrupt data fails here
-    except RefaceError:
-        raise
-    except (OSError, EOFError, zlib.error, gzip.BadGzipFile, ValueError, nib.filebasedimages.ImageFileError) as error:
-        message = f"cannot read {path} as a NIfTI image ({type(error).__name__}: {error})"
-        raise RefaceError(message) from error
-    return img
+    img = _load_dicom_series(path) if path.is_dir() else formats.read_image(path)
+    return _scan_from_image(img, str(path), volume=volume)
 
 
 def _load_dicom_series(folder: Path) -> nib.Nifti1Image:
@@ -110,39 +91,53 @@ def _load_dicom_series(folder: Path) -> nib.Nifti1Image:
     return img
 
 
-def _scan_from_image(img: nib.Nifti1Image, source: str) -> Scan:
-    disk_shape = tuple(int(s) for s in img.shape)
+def _scan_from_image(img, source: str, *, volume: int | None = None) -> Scan:
+    kind = formats.image_kind(img)
+    raw, slope, inter = formats.raw_and_scaling(img)
+    if not raw.dtype.isnative:  # MGH is big-endian on disk: same values, native order in memory
+        raw = raw.astype(raw.dtype.newbyteorder("="))
+    disk_shape = tuple(int(s) for s in raw.shape)
+    raw = _pick_volume(raw, source, volume)
+    if raw.ndim != len(disk_shape):
+        disk_shape = tuple(int(s) for s in raw.shape)
     shape3 = _three_d_shape(disk_shape, source)
-    raw = np.asanyarray(img.dataobj.get_unscaled()) if hasattr(img.dataobj, "get_unscaled") else np.asanyarray(
-        img.dataobj
-    )
-    raw = np.asarray(raw).reshape(shape3)
-    # nibabel moves scl_slope/scl_inter from the header into the array proxy on load
-    slope = getattr(img.dataobj, "slope", None)
-    inter = getattr(img.dataobj, "inter", None)
-    if slope is None:
-        slope, inter = img.header.get_slope_inter()
-    slope = 1.0 if slope is None or not np.isfinite(slope) or slope == 0 else float(np.asarray(slope))
-    inter = 0.0 if inter is None or not np.isfinite(inter) else float(np.asarray(inter))
+    header = formats.nifti_header_for(img, raw)
     scan = Scan(
-        raw=raw,
+        raw=np.asarray(raw).reshape(shape3),
         affine=img.affine.astype(np.float64),
-        header=nib.Nifti1Header.from_header(img.header),
+        header=header,
         slope=slope,
         inter=inter,
         disk_shape=disk_shape,
         source=source,
+        kind=kind,
+        mgh_header=img.header if kind == "mgh" else None,
     )
     validate_scan(scan)
     return scan
 
 
+def _pick_volume(raw: np.ndarray, source: str, volume: int | None) -> np.ndarray:
+    """The chosen 3D volume of a 4D array (trailing singleton dimensions ignored)."""
+    if volume is None:
+        return raw
+    if raw.ndim < 4 or any(s != 1 for s in raw.shape[4:]):
+        if raw.ndim == 3 or all(s == 1 for s in raw.shape[3:]):
+            if volume == 0:
+                return raw
+        raise RefaceError(f"{source}: --volume {volume} given, but the image has shape {raw.shape}")
+    count = raw.shape[3]
+    if not 0 <= volume < count:
+        raise RefaceError(f"{source}: --volume {volume} is out of range (the file has {count} volumes, 0-{count - 1})")
+    return raw[:, :, :, volume]
+
+
 def _three_d_shape(shape: tuple[int, ...], source: str) -> tuple[int, int, int]:
     if len(shape) < 3:
         raise RefaceError(f"{source}: image is {len(shape)}D (shape {shape}); a 3D head scan is needed")
-    extra = shape[3:]
-    if any(s != 1 for s in extra):
-        message = f"{source}: image is {len(shape)}D with shape {shape}; a single 3D volume is needed"
+    if any(s != 1 for s in shape[3:]):
+        message = (f"{source}: image is {len(shape)}D with shape {shape}; "
+                   "pick one volume with --volume N (0-based)")
         raise RefaceError(message)
     if min(shape[:3]) < 8:
         raise RefaceError(f"{source}: image shape {shape[:3]} is too small for a head scan")
@@ -163,11 +158,7 @@ def validate_scan(scan: Scan) -> None:
 
 def scrubbed_header(header: nib.Nifti1Header) -> nib.Nifti1Header:
     """A copy of the header with identifying free text and extensions removed; geometry untouched."""
-    hdr = nib.Nifti1Header.from_header(header)
-    for name in SCRUBBED_TEXT_FIELDS:
-        hdr[name] = b""
-    hdr.extensions.clear()
-    return hdr
+    return formats.scrubbed_nifti_header(header)
 
 
 def output_image(scan: Scan, raw: np.ndarray) -> tuple[nib.Nifti1Header, np.ndarray]:
@@ -182,17 +173,6 @@ def output_image(scan: Scan, raw: np.ndarray) -> tuple[nib.Nifti1Header, np.ndar
     return hdr, raw.reshape(scan.disk_shape)
 
 
-def _write_nifti(path: Path, hdr: nib.Nifti1Header, raw: np.ndarray) -> None:
-    """Write header and raw values exactly, bypassing nibabel's automatic rescaling."""
-    if path.name.endswith(".gz"):
-        fobj_ctx = gzip.open(path, "wb", compresslevel=4)  # level 9 costs ~3x the time for ~5% smaller files
-    else:
-        fobj_ctx = open(path, "wb")
-    with fobj_ctx as fobj:
-        hdr.write_to(fobj)  # 348 bytes + the 4-byte extension flag (no extensions)
-        array_to_file(raw, fobj, raw.dtype, offset=int(hdr["vox_offset"]), order="F")
-
-
 def publish(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
     """Rename a finished temp file into place with the usual umask permissions (mkstemp makes 0600)."""
     umask = os.umask(0)
@@ -201,24 +181,31 @@ def publish(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
     os.replace(tmp, path)
 
 
-def atomic_write(path: str | os.PathLike, hdr: nib.Nifti1Header, raw: np.ndarray, *, force: bool = False,
-                 check=None) -> Path:
+def atomic_write(path: str | os.PathLike, hdr: nib.Nifti1Header | nib.MGHImage, raw: np.ndarray | None, *,
+                 force: bool = False, check=None) -> Path:
     """Write to a temp file in the target folder, optionally verify it, then rename into place.
+
+    For a .mgz/.mgh path `hdr` is the finished MGHImage and `raw` is unused.
 
     `check(img)` receives the re-read temp image and must raise if it is wrong; nothing is left behind.
     """
     path = Path(path)
-    if not _is_nifti(path):
-        raise RefaceError(f"output must end in .nii or .nii.gz: {path}")
+    kind = formats.output_kind(path)
     if path.exists() and not force:
         raise RefaceError(f"output exists: {path} (use --force to overwrite)")
+    if kind == "mgh" and not isinstance(hdr, nib.MGHImage):
+        raise AssertionError("an .mgz/.mgh output needs an MGHImage (see save_scan_like)")
     path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = ".nii.gz" if path.name.endswith(".gz") else ".nii"
+    lower = path.name.lower()
+    suffix = next(s for s in (".nii.gz", ".nii", ".mgz", ".mgh") if lower.endswith(s))
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        _write_nifti(tmp, hdr, raw)
+        if kind == "mgh":
+            formats.write_mgh(tmp, hdr)
+        else:
+            formats.write_nifti(tmp, hdr, raw)
         if check is not None:
             check(nib.load(str(tmp)))
         publish(tmp, path)
@@ -231,12 +218,22 @@ def atomic_write(path: str | os.PathLike, hdr: nib.Nifti1Header, raw: np.ndarray
 def save_scan_like(scan: Scan, raw: np.ndarray, path: str | os.PathLike, *, force: bool = False,
                    check=None) -> Path:
     """Write raw values on the scan's grid (same shape, affine, codes, dtype, scaling), atomically."""
+    if formats.output_kind(Path(path)) == "mgh":
+        if raw.shape != scan.shape or raw.dtype != scan.raw.dtype:
+            raise AssertionError(f"output {raw.shape}/{raw.dtype} does not match input {scan.shape}/{scan.raw.dtype}")
+        img = formats.mgh_image(raw.reshape(scan.disk_shape), scan.affine, scan.mgh_header, scan.slope, scan.inter,
+                                scan.source)
+        return atomic_write(path, img, None, force=force, check=check)
     hdr, arr = output_image(scan, raw)
     return atomic_write(path, hdr, arr, force=force, check=check)
 
 
 def save_mask_like(scan: Scan, mask: np.ndarray, path: str | os.PathLike, *, force: bool = False) -> Path:
-    """Write a uint8 mask on the scan's grid."""
+    """Write a uint8 mask on the scan's grid (MGZ when the name says so)."""
+    if formats.output_kind(Path(path)) == "mgh":
+        img = formats.mgh_image(mask.astype(np.uint8).reshape(scan.shape), scan.affine, scan.mgh_header, 1.0, 0.0,
+                                scan.source)
+        return atomic_write(path, img, None, force=force)
     hdr = scrubbed_header(scan.header)
     hdr.set_data_shape(scan.shape)
     hdr.set_data_dtype(np.uint8)
@@ -248,9 +245,9 @@ def save_mask_like(scan: Scan, mask: np.ndarray, path: str | os.PathLike, *, for
 
 def load_mask(path: str | os.PathLike, scan: Scan) -> np.ndarray:
     """Read a user-given mask that must lie on the scan's grid."""
-    mask_scan_img = _load_nifti(Path(path)) if Path(path).exists() else None
-    if mask_scan_img is None:
+    if not Path(path).exists():
         raise RefaceError(f"brain mask not found: {path}")
+    mask_scan_img = formats.read_image(Path(path))  # any format: FreeSurfer's brainmask.mgz works as well
     data = np.asanyarray(mask_scan_img.dataobj)
     data = data.reshape(_three_d_shape(tuple(data.shape), str(path)))
     if data.shape != scan.shape or not np.allclose(mask_scan_img.affine, scan.affine, atol=1e-3):

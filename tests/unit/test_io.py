@@ -96,7 +96,7 @@ def test_single_volume_4d_is_accepted_and_written_back_4d(tmp_path):
     "make, message",
     [
         (lambda: nib.Nifti1Image(np.ones((40, 40), np.float32), np.eye(4)), "2D"),
-        (lambda: nib.Nifti1Image(np.random.rand(20, 20, 20, 3).astype(np.float32), np.eye(4)), "single 3D"),
+        (lambda: nib.Nifti1Image(np.random.rand(20, 20, 20, 3).astype(np.float32), np.eye(4)), "--volume N"),
         (lambda: nib.Nifti1Image(np.zeros((20, 20, 20), np.float32), np.eye(4)), "empty"),
         (lambda: nib.Nifti1Image(np.where(np.arange(8000).reshape(20, 20, 20) == 5, np.nan, 1.0)
                                  .astype(np.float32), np.eye(4)), "NaN"),

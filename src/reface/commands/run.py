@@ -1,4 +1,7 @@
-"""De-identify one scan: NIfTI file or DICOM series folder in, NIfTI on the input's grid out."""
+"""De-identify one scan: NIfTI, MGZ/MGH, MINC, PAR/REC, ANALYZE or a DICOM folder in; NIfTI or MGZ out.
+
+The output format follows the output name (.nii, .nii.gz, .mgz, .mgh), always on the input's grid.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +13,12 @@ from ..methods import DEFAULT_METHOD, METHODS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("input", help="NIfTI file (.nii/.nii.gz) or a folder with one DICOM series")
-    parser.add_argument("-o", "--output", required=True, help="output NIfTI (.nii or .nii.gz)")
+    parser.add_argument("input", help="image file (.nii, .nii.gz, .mgz, .mgh, .mnc, .PAR, .hdr/.img) "
+                        "or a folder with one DICOM series")
+    parser.add_argument("-o", "--output", required=True,
+                        help="output file; .nii/.nii.gz write NIfTI, .mgz/.mgh write FreeSurfer MGH")
+    parser.add_argument("--volume", type=int, metavar="N",
+                        help="for a 4D file: de-identify volume N (0-based); the output is that one 3D volume")
     parser.add_argument("--method", default=DEFAULT_METHOD, choices=sorted(METHODS),
                         help=f"de-identification method (default: {DEFAULT_METHOD})")
     parser.add_argument("--seed", type=int, default=0, help="random seed (same seed, same output)")
@@ -37,11 +44,12 @@ def main(args: argparse.Namespace) -> int:
     try:
         result = deidentify_file(args.input, args.output, args.method, seed=args.seed,
                                  brain_mask=args.brain_mask, margin_mm=args.margin, save_mask=args.save_mask,
-                                 qa=args.qa, force=args.force, device=args.device, progress=steps, **options)
+                                 qa=args.qa, force=args.force, device=args.device, progress=steps,
+                                 volume=args.volume, **options)
     finally:
         steps.close()
     for warning in result.warnings:  # even with --quiet: the user should know
         print(f"reface run: warning: {args.input}: {warning}", file=sys.stderr)
     if not args.quiet:
-        print(f"wrote {args.output}")
+        print(f"wrote {result.output}")
     return 0
