@@ -8,6 +8,9 @@ Manifest (OUTPUT_DIR/reface_manifest.json): per session, the method/seed/options
 output (with size and mtime, so unchanged files are not hashed again), per-image status and errors. A re-run
 skips a session whose inputs, outputs and settings are unchanged; a session that failed on unchanged inputs
 is skipped too (reported with its reason) unless `retry_failed`.
+
+Warnings (a scan processed, but e.g. its field of view cuts the brain at the vertex) are recorded per image in
+the manifest and listed in the end-of-run summary, also for sessions skipped because they finished before.
 """
 
 from __future__ import annotations
@@ -26,10 +29,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .bids import DEFAULT_DESC, Session, output_path, sidecar_output_path
+from .bids import DEFAULT_DESC, Image, Session, derivative_keys, output_path, sidecar_output_path
 from .errors import RefaceError
 from .masks import DEFAULT_MARGIN_MM
-from .sidecar import ScrubPolicy, make_policy, scrub_file
+from .sidecar import AcqTimePolicy, ScrubPolicy, make_policy, scrub_file
 
 MANIFEST_NAME = "reface_manifest.json"
 MANIFEST_VERSION = 1
@@ -73,6 +76,7 @@ class ImageOutcome:
     status: str  # "done" | "failed"
     error: str | None = None
     detail: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # processed, but the user should know (cut-off brain, ...)
 
 
 @dataclass
@@ -144,11 +148,10 @@ def process_session(task: Task) -> Outcome:
         result = deidentify(scan, settings.method, seed=seed, brain=brain, margin_mm=settings.margin_mm,
                             device=task.device, **settings.options)
         save_result(result, out / output_path(ref, settings.desc), force=True)
-        if ref.sidecar is not None:
-            scrub_file(root / ref.sidecar, out / sidecar_output_path(ref, settings.desc), settings.policy)
+        write_sidecar(ref, root, out, settings)
         changed = int((result.raw != scan.raw).sum())
         outcome.images.append(ImageOutcome(str(ref.path), str(output_path(ref, settings.desc)), "done",
-                                           detail={"changed_voxels": changed}))
+                                           detail={"changed_voxels": changed}, warnings=list(result.warnings)))
     except Exception as error:  # one bad scan must not stop the batch: report it
         outcome.error = _error_text(error)
         outcome.images.append(ImageOutcome(str(session.reference.path), None, "failed", outcome.error,
@@ -167,6 +170,14 @@ def process_session(task: Task) -> Outcome:
     return outcome
 
 
+def write_sidecar(image: Image, root: Path, out: Path, settings: Settings) -> None:
+    """The output's JSON sidecar: the input's, scrubbed, plus what BIDS derivatives require (SkullStripped);
+    written even when the input has none, since a derivative image without it is invalid."""
+    scrub_file(root / image.sidecar if image.sidecar is not None else None,
+               out / sidecar_output_path(image, settings.desc), settings.policy,
+               add=derivative_keys(method=settings.method, desc=settings.desc))
+
+
 def _process_contrast(t1_result, image, root: Path, out: Path, settings: Settings, seed: int) -> ImageOutcome:
     from .io import load_scan
     from .multicontrast import save_contrast, transfer_face
@@ -176,8 +187,7 @@ def _process_contrast(t1_result, image, root: Path, out: Path, settings: Setting
         scan = load_scan(root / image.path)
         result = transfer_face(t1_result, scan, seed=seed % (2**31))
         save_contrast(result, out / target, force=True)
-        if image.sidecar is not None:
-            scrub_file(root / image.sidecar, out / sidecar_output_path(image, settings.desc), settings.policy)
+        write_sidecar(image, root, out, settings)
     except Exception as error:  # e.g. a corrupt file or a failed registration: this image only
         return ImageOutcome(str(image.path), None, "failed", _error_text(error))
     return ImageOutcome(str(image.path), str(target), "done",
@@ -278,11 +288,12 @@ def manifest_entry(task: Task, outcome: Outcome, previous: dict[str, Any] | None
     inputs = {str(p): file_record(root / p, previous.get("inputs", {}).get(str(p)))
               for p in session_inputs(task.session) if (root / p).exists()}
     produced = [i.output for i in outcome.images if i.status == "done" and i.output]
-    sidecars = [str(sidecar_output_path(i, task.settings.desc)) for i in task.session.images if i.sidecar]
+    sidecars = [str(sidecar_output_path(i, task.settings.desc)) for i in task.session.images]
     outputs = {p: file_record(out / p) for p in produced + sidecars if (out / p).exists()}
     return {"status": outcome.status, "settings": task.settings.fingerprint(), "seed": outcome.seed,
             "inputs": inputs, "outputs": outputs, "error": outcome.error, "seconds": round(outcome.seconds, 2),
-            "images": [{k: v for k, v in asdict(i).items() if k != "detail" or v} for i in outcome.images],
+            "images": [{k: v for k, v in asdict(i).items() if k not in ("detail", "warnings") or v}
+                       for i in outcome.images],
             "finished": datetime.now(UTC).isoformat(timespec="seconds")}
 
 
@@ -348,10 +359,12 @@ class Summary:
     done: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    warnings: list[tuple[str, str]] = field(default_factory=list)  # (input, warning), this run or an earlier one
     seconds: float = 0.0
 
     def add(self, outcome: Outcome) -> None:
         for image in outcome.images:
+            self.warnings += [(image.input, text) for text in image.warnings]
             if image.status == "done":
                 self.done.append(image.input)
             else:
@@ -365,12 +378,14 @@ class Summary:
     def format(self) -> str:
         """Counts, every failure with its reason, skips grouped (one line per earlier failure)."""
         lines = [f"reface bids: {len(self.done)} done, {len(self.failed)} failed, "
-                 f"{len(self.skipped)} skipped ({self.seconds:.0f} s)"]
+                 f"{len(self.skipped)} skipped" + (f", {len(self.warnings)} warning(s)" if self.warnings else "")
+                 + f" ({self.seconds:.0f} s)"]
         lines += [f"  failed  {name}: {reason}" for name, reason in self.failed]
         finished = [name for name, reason in self.skipped if reason == FINISHED]
         if finished:
             lines.append(f"  skipped {len(finished)} image(s): {FINISHED}")
         lines += [f"  skipped {name}: {reason}" for name, reason in self.skipped if reason != FINISHED]
+        lines += [f"  warning {name}: {text}" for name, text in self.warnings]
         return "\n".join(lines)
 
 
@@ -392,6 +407,8 @@ def run_batch(tasks: list[Task], *, jobs: int = 1, scheduler=None, retry_failed:
             todo.append(task)
         else:
             summary.skipped += _skipped_images(entry)
+            summary.warnings += [(image["input"], text) for image in entry.get("images", [])
+                                 for text in image.get("warnings", [])]
     results = _dask(todo, scheduler) if scheduler is not None else _local(todo, jobs)
     last_flush = time.monotonic()
     try:
@@ -444,22 +461,24 @@ def run_bids(bids_dir: Path, output_dir: Path, *, participants: list[str] | None
              sessions: list[str] | None = None, method: str = "remodel", seed: int = 0, model: str | None = None,
              margin_mm: float = DEFAULT_MARGIN_MM, mask_pattern: str | None = None, desc: str = DEFAULT_DESC,
              scrub: Iterable[str] = (), keep: Iterable[str] = (), scrub_participants: bool = False,
-             jobs: int = 1, scheduler=None, retry_failed: bool = False, device: str = "cpu",
-             quiet: bool = False) -> Summary:
+             acq_time: str | AcqTimePolicy = "drop", jobs: int = 1, scheduler=None, retry_failed: bool = False,
+             device: str = "cpu", quiet: bool = False) -> Summary:
     """The function behind `reface bids`: dataset files, then every selected session through run_batch.
 
     With jobs > 1 workers are spawned (not forked), so a calling script needs `if __name__ == "__main__":`.
+    participants.tsv loses its identifying columns (the scrub policy; `scrub_participants`: all but
+    participant_id); scans.tsv files follow the outputs, with acq_time dropped, kept or shifted (`acq_time`).
     """
     from . import __version__
-    from .bids import check_dataset, dataset_description, discover, inherited_sidecars
+    from .bids import check_dataset, dataset_description, discover, inherited_sidecars, write_scans_tables
     from .methods import get_method
-    from .sidecar import scrub_participants as drop_columns
-    from .sidecar import write_json
+    from .sidecar import read_json_object, scrub_participants_table, write_json
 
     # Absolute paths: Dask workers run elsewhere, with another working directory.
     bids_dir, output_dir = Path(bids_dir).absolute(), Path(output_dir).absolute()
     model = str(Path(model).absolute()) if model else None
     check_dataset(bids_dir, output_dir)
+    acq_policy = acq_time if isinstance(acq_time, AcqTimePolicy) else AcqTimePolicy.parse(acq_time)
     get_method(method)  # unknown names fail now, not in every worker
     found = discover(bids_dir, participants=participants, sessions=sessions, mask_pattern=mask_pattern)
     model_info = model_record(method, model)
@@ -473,15 +492,25 @@ def run_bids(bids_dir: Path, output_dir: Path, *, participants: list[str] | None
                dataset_description(bids_dir, method=method, seed=seed, model=model_info, version=__version__))
     participants_tsv = bids_dir / "participants.tsv"
     if participants_tsv.exists():
-        if scrub_participants:
-            drop_columns(participants_tsv, output_dir / "participants.tsv")
-            if (bids_dir / "participants.json").exists():
-                scrub_file(bids_dir / "participants.json", output_dir / "participants.json",
-                           ScrubPolicy(scrub=("*",), keep=("participant_id",)))
-        else:
-            for name in ("participants.tsv", "participants.json"):
-                if (bids_dir / name).exists():
-                    (output_dir / name).write_bytes((bids_dir / name).read_bytes())
+        dropped = scrub_participants_table(participants_tsv, output_dir / "participants.tsv", policy,
+                                           only_id=scrub_participants)
+        source = bids_dir / "participants.json"
+        columns = read_json_object(source) if source.exists() else {}
+        columns = {k: v for k, v in columns.items() if k not in dropped and k != "Description"}
+        # BIDS derivatives: every derivative file's sidecar carries a Description.
+        write_json(output_dir / "participants.json", {"Description": (
+            "participants of the source dataset; " + ("all columns but participant_id removed" if
+                                                      scrub_participants else "identifying columns removed, "
+                                                      "ages over 89 written as 89") + " by reface"),
+            **columns})
+    readme = sorted(bids_dir.glob("README*"))  # the source's README, else a paragraph on what this dataset is
+    if readme:
+        (output_dir / readme[0].name).write_bytes(readme[0].read_bytes())
+    elif not (output_dir / "README").exists():
+        (output_dir / "README").write_text(
+            f"De-identified copy of the anatomical images of the BIDS dataset {bids_dir.name}, written by reface "
+            f"{__version__} (method {method}). Faces are replaced; brain voxels are unchanged; JSON sidecars, "
+            f"participants.tsv and scans.tsv are scrubbed of identifying fields.\n")
     ignore = output_dir / ".bidsignore"  # keep the validator quiet about our bookkeeping
     if not ignore.exists():
         ignore.write_text(f"{MANIFEST_NAME}\n")
@@ -490,4 +519,6 @@ def run_bids(bids_dir: Path, output_dir: Path, *, participants: list[str] | None
 
     tasks = [Task(session=s, bids_dir=str(bids_dir), output_dir=str(output_dir), settings=settings, device=device)
              for s in found]
-    return run_batch(tasks, jobs=jobs, scheduler=scheduler, retry_failed=retry_failed, quiet=quiet)
+    summary = run_batch(tasks, jobs=jobs, scheduler=scheduler, retry_failed=retry_failed, quiet=quiet)
+    write_scans_tables(bids_dir, output_dir, found, desc=desc, acq_time=acq_policy, policy=policy)
+    return summary

@@ -3,6 +3,8 @@
 One job per session: its T1w is the reference that gets a new face; every other anatomical image of the
 session (T2w, FLAIR, a second T1w run, ...) receives that same face after rigid registration (multicontrast.py).
 Output names follow BIDS derivatives: the input's entities, `desc-<label>` before the suffix, same folders.
+scans.tsv files follow the outputs: rows name the derivative files, rows of files not written are left out,
+acq_time is dropped / kept / shifted (sidecar.AcqTimePolicy) and identifying columns are removed.
 """
 
 from __future__ import annotations
@@ -195,6 +197,114 @@ def sidecar_output_path(image: Image, desc: str = DEFAULT_DESC) -> Path:
     return image.path.parent / str(image.name.with_desc(desc).with_extension(".json"))
 
 
+def derivative_keys(*, method: str, desc: str) -> dict:
+    """The keys BIDS derivatives ask of an anatomical image's sidecar: SkullStripped (required) and, with a
+    desc entity, a Description of what the label means (recommended)."""
+    out: dict = {"SkullStripped": False}  # the brain and the rest of the head stay; only the face changed
+    if desc:
+        out["Description"] = (f"de-identified with reface (method {method}): the face is replaced, the brain "
+                              f"and a margin around it are bit-identical to the source image")
+    return out
+
+
+# --- scans.tsv ------------------------------------------------------------------------------------------------
+
+def scans_tsv_path(subject: str, session: str | None) -> Path:
+    """Relative path of a session's scans file: sub-01/ses-1/sub-01_ses-1_scans.tsv (or sub-01/sub-01_scans.tsv)."""
+    if session is None:
+        return Path(f"sub-{subject}") / f"sub-{subject}_scans.tsv"
+    return Path(f"sub-{subject}") / f"ses-{session}" / f"sub-{subject}_ses-{session}_scans.tsv"
+
+
+def _subject_acq_times(root: Path, subject: str) -> list[str]:
+    """Every acq_time of a subject, all sessions (the anchor of `--acq-time anchor` is the subject's first)."""
+    from .sidecar import read_tsv
+
+    values = []
+    for path in sorted((root / f"sub-{subject}").glob("**/*_scans.tsv")):
+        try:
+            rows = read_tsv(path, "filename")
+        except RefaceError:
+            continue
+        if "acq_time" in rows[0]:
+            col = rows[0].index("acq_time")
+            values += [row[col] for row in rows[1:]]
+    return values
+
+
+_ACQ_TIME_TEXT = {
+    "drop": "removed (reface --acq-time drop)",
+    "keep": "as in the source dataset (reface --acq-time keep)",
+    "shift": "shifted by a fixed, undisclosed number of days for the whole dataset; time of day kept "
+             "(reface --acq-time shift)",
+    "anchor": "shifted per subject so that the subject's first scan falls on 1900-01-01; intervals and time "
+              "of day kept (reface --acq-time anchor)",
+}
+
+
+def write_scans_tables(bids_dir: Path, output_dir: Path, sessions: list[Session], *, desc: str, acq_time,
+                       policy) -> list[Path]:
+    """De-identified scans.tsv (and its sidecar scans.json) for each session; returns the files written.
+
+    A row survives when its file has an output now: its filename becomes the derivative name. `acq_time`
+    (a sidecar.AcqTimePolicy) drops, keeps or shifts the column; other columns go through the scrub policy."""
+    from .sidecar import drop_json_keys, read_json_object, read_tsv, shift_acq_times, table_drops, write_json, write_tsv
+
+    written = []
+    for session in sessions:
+        rel = scans_tsv_path(session.subject, session.session)
+        if not (bids_dir / rel).exists():
+            continue
+        rows = read_tsv(bids_dir / rel, "filename")
+        header = rows[0]
+        protected = ("filename", "acq_time")
+        kept = [i for i, name in enumerate(header) if not table_drops(name, policy, protected=protected)]
+        if acq_time.mode == "drop":
+            kept = [i for i in kept if header[i] != "acq_time"]
+        renames = {(image.path.relative_to(rel.parent)).as_posix(): output_path(image, desc) for image in
+                   session.images}
+        body = []
+        for row in rows[1:]:
+            target = renames.get(row[header.index("filename")])
+            if target is None or not (output_dir / target).exists():
+                continue  # not an image reface writes (func, dwi, ...), or it failed: no file to describe
+            body.append([target.relative_to(rel.parent).as_posix() if i == header.index("filename") else row[i]
+                         for i in range(len(header))])
+        if not body:
+            continue  # nothing of this session was written (yet): no scans file to describe it
+        if "acq_time" in [header[i] for i in kept] and body:
+            col = header.index("acq_time")
+            if acq_time.mode == "anchor":  # the subject's first scan, over all its sessions, is the anchor
+                everything = shift_acq_times(_subject_acq_times(bids_dir, session.subject) + [r[col] for r in body],
+                                             acq_time)
+                shifted = everything[-len(body):]
+            else:
+                shifted = shift_acq_times([r[col] for r in body], acq_time)
+            for row, value in zip(body, shifted, strict=True):
+                row[col] = value
+        write_tsv(output_dir / rel, [[row[i] for i in kept] for row in [header] + body])
+        written.append(rel)
+        dropped = [name for i, name in enumerate(header) if i not in kept]
+        sidecar = bids_dir / rel.with_suffix(".json")
+        if sidecar.exists():
+            drop_json_keys(sidecar, output_dir / rel.with_suffix(".json"), dropped)
+            written.append(rel.with_suffix(".json"))
+    if written:  # the inherited description of every scans.tsv: what reface did to them (BIDS derivatives)
+        top = read_json_object(bids_dir / "scans.json") if (bids_dir / "scans.json").exists() else {}
+        gone = {c for c in top if c != "filename" and (c == "acq_time" and acq_time.mode == "drop"
+                                                       or table_drops(c, policy, protected=("acq_time",)))}
+        data = {k: v for k, v in top.items() if k not in gone}
+        data["Description"] = ("scans of the source dataset that reface de-identified, under their derivative "
+                               "names; acq_time " + _ACQ_TIME_TEXT[acq_time.mode].format(days=acq_time.days))
+        if acq_time.mode != "drop":
+            entry = data.get("acq_time") if isinstance(data.get("acq_time"), dict) else {}
+            data["acq_time"] = {**entry, "Description": "acquisition time, " +
+                                _ACQ_TIME_TEXT[acq_time.mode].format(days=acq_time.days)}
+        write_json(output_dir / "scans.json", data)
+        written.append(Path("scans.json"))
+    return written
+
+
 # --- a tiny phantom dataset, for tests and the throughput benchmark -------------------------------------------
 
 _T2_OF_T1 = {0.0: 0.0, 600.0: 350.0, 150.0: 60.0, 250.0: 1000.0, 550.0: 650.0, 800.0: 450.0, 300.0: 900.0}
@@ -243,7 +353,15 @@ def write_phantom_dataset(root: str | os.PathLike, *, subjects: int = 2, session
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     (root / "dataset_description.json").write_text(json.dumps(
-        {"Name": "reface phantom dataset", "BIDSVersion": "1.9.0", "DatasetType": "raw"}, indent=2) + "\n")
+        {"Name": "reface phantom dataset", "BIDSVersion": "1.9.0", "DatasetType": "raw",
+         "Authors": ["A. Phantom", "B. Phantom"], "License": "CC0"}, indent=2) + "\n")
+    (root / "README").write_text("Phantom heads written by reface.bids.write_phantom_dataset, for tests: a T1w, "
+                                 "its brain mask and a T2w on another grid per session, with sidecars that carry "
+                                 "identifying fields so that scrubbing can be checked.\n")
+    (root / "participants.json").write_text(json.dumps(
+        {"participant_id": {"Description": "participant label"},
+         "age": {"Description": "age at the first scan", "Units": "year"},
+         "sex": {"Description": "sex", "Levels": {"M": "male", "F": "female"}}}, indent=2) + "\n")
     rows = ["participant_id\tage\tsex"]
     fov = np.array([192.0, 224.0, 208.0])  # mm, the phantom head's box
     for i in range(1, subjects + 1):
@@ -257,7 +375,9 @@ def write_phantom_dataset(root: str | os.PathLike, *, subjects: int = 2, session
             seed = 10 * i + j
             shape = tuple(int(n) for n in np.round(fov / zooms))
             img, brain = phantom_image(shape, (zooms,) * 3, seed=seed)
+            img.header.set_xyzt_units("mm", "sec")
             nib.save(img, anat / f"{prefix}_T1w.nii.gz")
+            scans = [f"anat/{prefix}_T1w.nii.gz\t2024-0{j}-01T10:00:00"]
             mask = nib.Nifti1Image(brain.astype(np.uint8), img.affine)
             nib.save(mask, anat / f"{prefix}_{MASK_SUFFIX}.nii.gz")
             meta = {"RepetitionTime": 2.3, "EchoTime": 0.00298, "FlipAngle": 9, "Manufacturer": "Phantom",
@@ -270,8 +390,11 @@ def write_phantom_dataset(root: str | os.PathLike, *, subjects: int = 2, session
                 t2_shape = tuple(int(n) for n in np.round(fov / t2_zoom))
                 t2_img, _ = _t2_phantom(t2_shape, (t2_zoom,) * 3, axcodes="LPS", rotate_deg=4.0 + j,
                                         shift_mm=(2.0, -3.0 * j, 4.0), seed=seed)
+                t2_img.header.set_xyzt_units("mm", "sec")
                 nib.save(t2_img, anat / f"{prefix}_T2w.nii.gz")
+                scans.append(f"anat/{prefix}_T2w.nii.gz\t2024-0{j}-01T10:12:30")
                 (anat / f"{prefix}_T2w.json").write_text(json.dumps(dict(meta, EchoTime=0.1), indent=2) + "\n")
+            (anat.parent / f"{prefix}_scans.tsv").write_text("\n".join(["filename\tacq_time", *scans]) + "\n")
     (root / "participants.tsv").write_text("\n".join(rows) + "\n")
     return root
 

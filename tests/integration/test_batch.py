@@ -72,8 +72,12 @@ def test_outputs_form_a_derivative_dataset(dataset, first_run):
     assert description["reface"]["method"] == METHOD and description["reface"]["seed"] == 3
     images = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.nii.gz"))
     assert images == [f"sub-01/ses-{s}/anat/sub-01_ses-{s}_desc-deid_{c}.nii.gz" for s in "12" for c in ("T1w", "T2w")]
-    assert (out / "participants.tsv").read_bytes() == (dataset / "participants.tsv").read_bytes()
+    assert (out / "participants.tsv").read_bytes() == (dataset / "participants.tsv").read_bytes()  # nothing to drop
     assert MANIFEST_NAME in (out / ".bidsignore").read_text().split()
+    # scans.tsv: derivative names, acq_time dropped by default; no scans file where nothing was written
+    assert (out / "sub-01/ses-2/sub-01_ses-2_scans.tsv").read_text() == (
+        "filename\nanat/sub-01_ses-2_desc-deid_T1w.nii.gz\nanat/sub-01_ses-2_desc-deid_T2w.nii.gz\n")
+    assert not (out / "sub-02").exists()
 
 
 def test_brains_bit_exact_and_faces_changed_in_every_contrast(dataset, first_run):
@@ -180,6 +184,7 @@ def test_cli_refuses_output_inside_input_and_scrubs_participants(dataset, tmp_pa
                      "--method", "none", "--scrub-participants", "--quiet"])
     assert code == 1
     assert (tmp_path / "o" / "participants.tsv").read_text() == "participant_id\nsub-01\nsub-02\n"
+    assert set(json.loads((tmp_path / "o" / "participants.json").read_text())) == {"Description", "participant_id"}
     assert "sub-02_ses-1_T1w.nii.gz" in capsys.readouterr().err
 
 

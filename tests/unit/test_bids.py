@@ -15,8 +15,10 @@ from reface.bids import (
     output_path,
     sidecar_output_path,
     strip_label,
+    write_scans_tables,
 )
 from reface.errors import RefaceError
+from reface.sidecar import AcqTimePolicy, make_policy
 
 
 def _touch(root: Path, *names: str) -> None:
@@ -123,3 +125,61 @@ def test_dataset_description_has_provenance(tmp_path):
 
 def test_inherited_sidecars(dataset):
     assert inherited_sidecars(dataset) == [Path("T1w.json"), Path("sub-03/sub-03_T2w.json")]
+
+
+def _scans(root: Path) -> None:
+    """scans.tsv for sub-01 (two sessions) and sub-03 (no sessions), with columns to scrub and a func row."""
+    (root / "sub-01/ses-1/sub-01_ses-1_scans.tsv").write_text(
+        "filename\tacq_time\toperator_name\tquality\n"
+        "anat/sub-01_ses-1_T1w.nii.gz\t2024-03-05T10:00:00\tDr Who\tgood\n"
+        "anat/sub-01_ses-1_T2w.nii.gz\t2024-03-05T10:12:00\tDr Who\tgood\n"
+        "anat/sub-01_ses-1_FLAIR.nii\t2024-03-05T10:20:00\tDr Who\tpoor\n"  # failed: no output
+        "func/sub-01_ses-1_task-rest_bold.nii.gz\t2024-03-05T10:30:00\tDr Who\tgood\n")
+    (root / "sub-01/ses-1/sub-01_ses-1_scans.json").write_text(json.dumps(
+        {"quality": {"Description": "rating"}, "operator_name": {"Description": "who scanned"}}))
+    (root / "sub-01/ses-2/sub-01_ses-2_scans.tsv").write_text(
+        "filename\tacq_time\nanat/sub-01_ses-2_run-1_T1w.nii.gz\t2024-03-01T09:00:00\n"
+        "anat/sub-01_ses-2_run-2_T1w.nii.gz\tn/a\n")
+    (root / "sub-03/sub-03_scans.tsv").write_text("filename\tacq_time\nanat/sub-03_T1w.nii.gz\t2023-01-01T08:00:00\n")
+    (root / "scans.json").write_text(json.dumps({"acq_time": {"Units": "datetime"}, "operator_name": {}}))
+
+
+def test_scans_tables_follow_the_outputs(dataset, tmp_path):
+    _scans(dataset)
+    out = tmp_path / "out"
+    _touch(out, "sub-01/ses-1/anat/sub-01_ses-1_desc-deid_T1w.nii.gz",
+           "sub-01/ses-1/anat/sub-01_ses-1_desc-deid_T2w.nii.gz",
+           "sub-01/ses-2/anat/sub-01_ses-2_run-1_desc-deid_T1w.nii.gz",
+           "sub-01/ses-2/anat/sub-01_ses-2_run-2_desc-deid_T1w.nii.gz", "sub-03/anat/sub-03_desc-deid_T1w.nii.gz")
+    sessions = discover(dataset)
+    written = write_scans_tables(dataset, out, sessions, desc="deid", acq_time=AcqTimePolicy.parse("drop"),
+                                 policy=make_policy())
+    assert [p.as_posix() for p in written] == [
+        "sub-01/ses-1/sub-01_ses-1_scans.tsv", "sub-01/ses-1/sub-01_ses-1_scans.json",
+        "sub-01/ses-2/sub-01_ses-2_scans.tsv", "sub-03/sub-03_scans.tsv", "scans.json"]
+    assert (out / "sub-01/ses-1/sub-01_ses-1_scans.tsv").read_text() == (
+        "filename\tquality\nanat/sub-01_ses-1_desc-deid_T1w.nii.gz\tgood\nanat/sub-01_ses-1_desc-deid_T2w.nii.gz\tgood\n")
+    assert json.loads((out / "sub-01/ses-1/sub-01_ses-1_scans.json").read_text()) == {
+        "quality": {"Description": "rating"}}
+    top = json.loads((out / "scans.json").read_text())
+    assert set(top) == {"Description"} and "acq_time removed" in top["Description"]
+    assert (out / "sub-03/sub-03_scans.tsv").read_text() == "filename\nanat/sub-03_desc-deid_T1w.nii.gz\n"
+
+
+def test_scans_tables_anchor_each_subject_on_its_first_scan(dataset, tmp_path):
+    _scans(dataset)
+    out = tmp_path / "out"
+    _touch(out, "sub-01/ses-1/anat/sub-01_ses-1_desc-deid_T1w.nii.gz",
+           "sub-01/ses-2/anat/sub-01_ses-2_run-2_desc-deid_T1w.nii.gz", "sub-03/anat/sub-03_desc-deid_T1w.nii.gz")
+    write_scans_tables(dataset, out, discover(dataset, sessions=["1"]), desc="deid",
+                       acq_time=AcqTimePolicy.parse("anchor"), policy=make_policy())
+    # sub-01's first scan is in ses-2 (2024-03-01), not selected: ses-1 (2024-03-05) still lands on day 5
+    assert (out / "sub-01/ses-1/sub-01_ses-1_scans.tsv").read_text() == (
+        "filename\tacq_time\tquality\nanat/sub-01_ses-1_desc-deid_T1w.nii.gz\t1900-01-05T10:00:00\tgood\n")
+    assert not (out / "sub-01/ses-2/sub-01_ses-2_scans.tsv").exists()  # not selected
+    top = json.loads((out / "scans.json").read_text())
+    assert top["acq_time"]["Units"] == "datetime" and "1900-01-01" in top["acq_time"]["Description"]
+    write_scans_tables(dataset, out, discover(dataset, participants=["01"], sessions=["2"]), desc="deid",
+                       acq_time=AcqTimePolicy.parse("keep"), policy=make_policy())
+    assert (out / "sub-01/ses-2/sub-01_ses-2_scans.tsv").read_text() == (
+        "filename\tacq_time\nanat/sub-01_ses-2_run-2_desc-deid_T1w.nii.gz\tn/a\n")

@@ -5,7 +5,16 @@ import json
 import pytest
 
 from reface.errors import RefaceError
-from reface.sidecar import DEFAULT_SCRUB_FIELDS, make_policy, scrub_file, scrub_participants, scrub_sidecar
+from reface.sidecar import (
+    DEFAULT_SCRUB_FIELDS,
+    AcqTimePolicy,
+    make_policy,
+    scrub_file,
+    scrub_participants,
+    scrub_participants_table,
+    scrub_sidecar,
+    shift_acq_times,
+)
 
 # Keys as dcm2niix writes them into a BIDS sidecar when run without anonymisation (-ba n), with made-up values.
 DCM2NIIX_SIDECAR = {
@@ -90,3 +99,64 @@ def test_cli_lists_the_default_fields_without_positional_arguments(capsys):
         main(["bids", "--list-scrub-fields"])
     assert exit_info.value.code == 0
     assert capsys.readouterr().out.split() == list(DEFAULT_SCRUB_FIELDS)
+
+
+PARTICIPANTS = ("participant_id\tage\tsex\thandedness\tgroup\tname\tbirth_date\tPatientID\temail\tzip_code\n"
+                "sub-01\t34\tF\tR\tcontrol\tJane Doe\t1990-02-03\tID0042\tjane@example.org\t12345\n"
+                "sub-02\t92\tM\tL\tpatient\tJohn Roe\t1932-05-06\tID0043\tjohn@example.org\t54321\n"
+                "sub-03\tn/a\tn/a\tn/a\tpatient\tn/a\tn/a\tn/a\tn/a\n")  # a short row: padded with n/a
+
+
+def test_participants_table_goes_through_the_sidecar_list_and_table_names(tmp_path):
+    src = tmp_path / "participants.tsv"
+    src.write_text(PARTICIPANTS)
+    dropped = scrub_participants_table(src, tmp_path / "out.tsv", make_policy())
+    assert dropped == ["name", "birth_date", "PatientID", "email", "zip_code"]
+    assert (tmp_path / "out.tsv").read_text() == (
+        "participant_id\tage\tsex\thandedness\tgroup\n"
+        "sub-01\t34\tF\tR\tcontrol\nsub-02\t89\tM\tL\tpatient\nsub-03\tn/a\tn/a\tn/a\tpatient\n")
+    # --scrub-field / --keep-field act on columns too; keeping 'age' keeps the exact ages
+    dropped = scrub_participants_table(src, tmp_path / "b.tsv", make_policy(add=["group"], keep=["email", "age"]))
+    assert dropped == ["group", "name", "birth_date", "PatientID", "zip_code"]
+    assert "\t92\t" in (tmp_path / "b.tsv").read_text() and "jane@example.org" in (tmp_path / "b.tsv").read_text()
+    assert scrub_participants_table(src, tmp_path / "c.tsv", make_policy(), only_id=True)[0] == "age"
+    assert (tmp_path / "c.tsv").read_text() == "participant_id\nsub-01\nsub-02\nsub-03\n"
+    src.write_text("age\tsex\n34\tF\n")
+    with pytest.raises(RefaceError, match="no participant_id column"):
+        scrub_participants_table(src, tmp_path / "d.tsv", make_policy())
+
+
+@pytest.mark.parametrize("text, mode, days", [("drop", "drop", 0), ("keep", "keep", 0), ("anchor", "anchor", 0),
+                                              ("shift:-45000", "shift", -45000), (" shift:7 ", "shift", 7)])
+def test_acq_time_policy_parses(text, mode, days):
+    policy = AcqTimePolicy.parse(text)
+    assert (policy.mode, policy.days) == (mode, days)
+    assert AcqTimePolicy.parse(str(policy)) == policy
+
+
+@pytest.mark.parametrize("text", ["shift", "shift:x", "shift:1.5", "later", "drop:3", ""])
+def test_bad_acq_time_policy_is_refused(text):
+    with pytest.raises(RefaceError, match="expected drop, keep, anchor or shift:DAYS"):
+        AcqTimePolicy.parse(text)
+
+
+def test_acq_times_shift_dates_and_keep_the_time_of_day():
+    values = ["2024-03-01T10:14:07", "2024-03-02T08:00:00.500000", "2024-02-28T23:59:59+01:00", "n/a", "10:14"]
+    assert shift_acq_times(values, AcqTimePolicy.parse("shift:-45000")) == [
+        "1900-12-17T10:14:07", "1900-12-18T08:00:00.500000", "1900-12-15T23:59:59+01:00", "n/a", "n/a"]
+    # anchor: the earliest date becomes 1900-01-01, intervals kept; an unparseable value becomes n/a
+    assert shift_acq_times(values, AcqTimePolicy.parse("anchor")) == [
+        "1900-01-03T10:14:07", "1900-01-04T08:00:00.500000", "1900-01-01T23:59:59+01:00", "n/a", "n/a"]
+    assert shift_acq_times(values, AcqTimePolicy.parse("keep")) == values
+    assert shift_acq_times(["n/a"], AcqTimePolicy.parse("anchor")) == ["n/a"]
+    with pytest.raises(RefaceError, match="leaves the calendar"):
+        shift_acq_times(["0001-01-02T00:00:00"], AcqTimePolicy.parse("shift:-5"))
+
+
+def test_scrub_file_adds_keys_and_writes_a_sidecar_without_a_source(tmp_path):
+    src = tmp_path / "in.json"
+    src.write_text(json.dumps({"PatientName": "x", "EchoTime": 1}))
+    scrub_file(src, tmp_path / "a.json", make_policy(), add={"SkullStripped": False})
+    assert json.loads((tmp_path / "a.json").read_text()) == {"EchoTime": 1, "SkullStripped": False}
+    scrub_file(None, tmp_path / "b.json", make_policy(), add={"SkullStripped": False})
+    assert json.loads((tmp_path / "b.json").read_text()) == {"SkullStripped": False}

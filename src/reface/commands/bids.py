@@ -1,7 +1,8 @@
 """De-identify a BIDS dataset (BIDS-App conventions): `reface bids BIDS_DIR OUTPUT_DIR participant`.
 
 Each session's T1w gets a new face; its other anatomical images (T2w, FLAIR, ...) get the same face after
-rigid registration; JSON sidecars are scrubbed of identifying fields. The output is a BIDS derivative dataset.
+rigid registration; JSON sidecars, participants.tsv and scans.tsv are scrubbed of identifying fields (scans.tsv
+acq_time: --acq-time). The output is a BIDS derivative dataset that passes the BIDS validator.
 Re-running resumes: finished sessions are skipped, changed inputs are redone (see OUTPUT_DIR/reface_manifest.json).
 Local processes by default (--jobs), or a Dask cluster (--scheduler tcp://host:8786) with no other change.
 """
@@ -12,9 +13,10 @@ import argparse
 import sys
 
 from ..bids import DEFAULT_DESC
+from ..errors import RefaceError
 from ..masks import DEFAULT_MARGIN_MM
 from ..methods import DEFAULT_METHOD, METHODS
-from ..sidecar import DEFAULT_SCRUB_FIELDS
+from ..sidecar import DEFAULT_SCRUB_FIELDS, AcqTimePolicy
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,7 +47,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--list-scrub-fields", action=_ListFields,
                         help="print the default list of scrubbed sidecar keys and exit")
     parser.add_argument("--scrub-participants", action="store_true",
-                        help="write participants.tsv with participant_id only (default: copied unchanged)")
+                        help="write participants.tsv with participant_id only (default: identifying columns "
+                             "removed by the same list as the sidecars plus table names such as name, "
+                             "birth_date, address, email; ages over 89 written as 89)")
+    parser.add_argument("--acq-time", default="drop", metavar="MODE", type=_acq_time,
+                        help="scans.tsv acq_time: 'drop' the column (default), 'keep' it, 'shift:DAYS' (one "
+                             "offset for the whole dataset, e.g. shift:-45000; keep DAYS secret), or 'anchor' "
+                             "(per subject: the first scan moves to 1900-01-01, intervals kept). BIDS "
+                             "recommends shifted dates in 1925 or earlier. Rows follow the derivative names; "
+                             "rows of files reface does not write are left out")
     parser.add_argument("--jobs", "-j", type=int, default=1, help="local worker processes (default 1)")
     parser.add_argument("--scheduler", metavar="ADDRESS",
                         help="Dask scheduler address (tcp://host:port) instead of local processes")
@@ -53,6 +63,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="retry sessions that failed before even if their inputs are unchanged")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="compute device")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _acq_time(text: str) -> AcqTimePolicy:
+    """argparse type: a bad --acq-time is a usage error, before any work."""
+    try:
+        return AcqTimePolicy.parse(text)
+    except RefaceError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 class _ListFields(argparse.Action):
@@ -75,7 +93,8 @@ def main(args: argparse.Namespace) -> int:
                            sessions=args.session, method=args.method, seed=args.seed, model=args.model,
                            margin_mm=args.margin, mask_pattern=args.brain_mask_pattern, desc=args.desc,
                            scrub=args.scrub_field, keep=args.keep_field,
-                           scrub_participants=args.scrub_participants, jobs=args.jobs, scheduler=args.scheduler,
+                           scrub_participants=args.scrub_participants, acq_time=args.acq_time, jobs=args.jobs,
+                           scheduler=args.scheduler,
                            retry_failed=args.retry_failed, device=args.device, quiet=args.quiet)
     print(summary.format(), file=sys.stdout if summary.complete else sys.stderr)
     return 0 if summary.complete else 1
