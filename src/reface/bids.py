@@ -198,13 +198,12 @@ def sidecar_output_path(image: Image, desc: str = DEFAULT_DESC) -> Path:
 
 
 def derivative_keys(*, method: str, desc: str) -> dict:
-    """The keys BIDS derivatives ask of an anatomical image's sidecar: SkullStripped (required) and, with a
-    desc entity, a Description of what the label means (recommended)."""
-    out: dict = {"SkullStripped": False}  # the brain and the rest of the head stay; only the face changed
-    if desc:
-        out["Description"] = (f"de-identified with reface (method {method}): the face is replaced, the brain "
-                              f"and a margin around it are bit-identical to the source image")
-    return out
+    """The keys BIDS derivatives ask of an anatomical image's sidecar: SkullStripped (required) and a
+    Description (recommended for every derivative file, with or without a desc entity)."""
+    label = f" (desc-{desc})" if desc else ""
+    return {"SkullStripped": False,  # the brain and the rest of the head stay; only the face changed
+            "Description": f"de-identified with reface, method {method}{label}: the face is replaced, the brain "
+                           f"and a margin around it are bit-identical to the source image"}
 
 
 # --- scans.tsv ------------------------------------------------------------------------------------------------
