@@ -520,5 +520,6 @@ def run_bids(bids_dir: Path, output_dir: Path, *, participants: list[str] | None
     tasks = [Task(session=s, bids_dir=str(bids_dir), output_dir=str(output_dir), settings=settings, device=device)
              for s in found]
     summary = run_batch(tasks, jobs=jobs, scheduler=scheduler, retry_failed=retry_failed, quiet=quiet)
-    write_scans_tables(bids_dir, output_dir, found, desc=desc, acq_time=acq_policy, policy=policy)
+    _, notes = write_scans_tables(bids_dir, output_dir, found, desc=desc, acq_time=acq_policy, policy=policy)
+    summary.warnings += notes  # e.g. a scans.tsv without a filename column: left out, said at the end
     return summary

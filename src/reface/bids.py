@@ -241,67 +241,87 @@ _ACQ_TIME_TEXT = {
 }
 
 
+def _scans_table(bids_dir: Path, output_dir: Path, session: Session, *, desc: str, acq_time, policy,
+                 notes: list[tuple[str, str]]) -> list[Path]:
+    """One session's scans.tsv (and its own scans.json, if any); returns the files written."""
+    from .sidecar import drop_json_keys, read_tsv, shift_acq_times, table_drops, write_tsv
+
+    rel = scans_tsv_path(session.subject, session.session)
+    if not (bids_dir / rel).exists():
+        return []
+    rows = read_tsv(bids_dir / rel, "filename")
+    header = rows[0]
+    name_col = header.index("filename")
+    kept = [i for i, name in enumerate(header) if not table_drops(name, policy, protected=("filename", "acq_time"))]
+    if acq_time.mode == "drop":
+        kept = [i for i in kept if header[i] != "acq_time"]
+    renames = {image.path.relative_to(rel.parent).as_posix(): output_path(image, desc) for image in session.images}
+    body = []
+    for row in rows[1:]:
+        target = renames.get(row[name_col])
+        if target is None or not (output_dir / target).exists():
+            continue  # not an image reface writes (func, dwi, ...), or it failed: no file to describe
+        body.append([target.relative_to(rel.parent).as_posix() if i == name_col else row[i]
+                     for i in range(len(header))])
+    if not body:
+        return []  # nothing of this session was written (yet): no scans file to describe it
+    if "acq_time" in [header[i] for i in kept]:
+        col = header.index("acq_time")
+        values = [row[col] for row in body]
+        if acq_time.mode == "anchor":  # the subject's first scan, over all its sessions, is the anchor
+            shifted = shift_acq_times(_subject_acq_times(bids_dir, session.subject) + values, acq_time)[-len(body):]
+        else:
+            shifted = shift_acq_times(values, acq_time)
+        for row, value in zip(body, shifted, strict=True):
+            row[col] = value
+        late = [v for v in shifted if acq_time.mode == "shift" and v[:4].isdigit() and int(v[:4]) > 1925]
+        if late:
+            notes.append((rel.as_posix(), f"{len(late)} shifted acq_time value(s) after 1925 (e.g. {late[0]}); "
+                                          "BIDS recommends shifted dates in 1925 or earlier, use a larger shift"))
+    write_tsv(output_dir / rel, [[row[i] for i in kept] for row in [header] + body])
+    written = [rel]
+    sidecar = bids_dir / rel.with_suffix(".json")
+    if sidecar.exists():
+        dropped = [name for i, name in enumerate(header) if i not in kept]
+        drop_json_keys(sidecar, output_dir / rel.with_suffix(".json"), dropped)
+        written.append(rel.with_suffix(".json"))
+    return written
+
+
 def write_scans_tables(bids_dir: Path, output_dir: Path, sessions: list[Session], *, desc: str, acq_time,
-                       policy) -> list[Path]:
-    """De-identified scans.tsv (and its sidecar scans.json) for each session; returns the files written.
+                       policy) -> tuple[list[Path], list[tuple[str, str]]]:
+    """De-identified scans.tsv (and scans.json) for each session: the files written, and (file, note) pairs
+    for the end-of-run summary (a scans file that cannot be read is left out, never copied as it is).
 
     A row survives when its file has an output now: its filename becomes the derivative name. `acq_time`
     (a sidecar.AcqTimePolicy) drops, keeps or shifts the column; other columns go through the scrub policy."""
-    from .sidecar import drop_json_keys, read_json_object, read_tsv, shift_acq_times, table_drops, write_json, write_tsv
+    from .sidecar import read_json_object, table_drops, write_json
 
-    written = []
+    written: list[Path] = []
+    notes: list[tuple[str, str]] = []
     for session in sessions:
-        rel = scans_tsv_path(session.subject, session.session)
-        if not (bids_dir / rel).exists():
-            continue
-        rows = read_tsv(bids_dir / rel, "filename")
-        header = rows[0]
-        protected = ("filename", "acq_time")
-        kept = [i for i, name in enumerate(header) if not table_drops(name, policy, protected=protected)]
-        if acq_time.mode == "drop":
-            kept = [i for i in kept if header[i] != "acq_time"]
-        renames = {(image.path.relative_to(rel.parent)).as_posix(): output_path(image, desc) for image in
-                   session.images}
-        body = []
-        for row in rows[1:]:
-            target = renames.get(row[header.index("filename")])
-            if target is None or not (output_dir / target).exists():
-                continue  # not an image reface writes (func, dwi, ...), or it failed: no file to describe
-            body.append([target.relative_to(rel.parent).as_posix() if i == header.index("filename") else row[i]
-                         for i in range(len(header))])
-        if not body:
-            continue  # nothing of this session was written (yet): no scans file to describe it
-        if "acq_time" in [header[i] for i in kept] and body:
-            col = header.index("acq_time")
-            if acq_time.mode == "anchor":  # the subject's first scan, over all its sessions, is the anchor
-                everything = shift_acq_times(_subject_acq_times(bids_dir, session.subject) + [r[col] for r in body],
-                                             acq_time)
-                shifted = everything[-len(body):]
-            else:
-                shifted = shift_acq_times([r[col] for r in body], acq_time)
-            for row, value in zip(body, shifted, strict=True):
-                row[col] = value
-        write_tsv(output_dir / rel, [[row[i] for i in kept] for row in [header] + body])
-        written.append(rel)
-        dropped = [name for i, name in enumerate(header) if i not in kept]
-        sidecar = bids_dir / rel.with_suffix(".json")
-        if sidecar.exists():
-            drop_json_keys(sidecar, output_dir / rel.with_suffix(".json"), dropped)
-            written.append(rel.with_suffix(".json"))
+        try:
+            written += _scans_table(bids_dir, output_dir, session, desc=desc, acq_time=acq_time, policy=policy,
+                                    notes=notes)
+        except RefaceError as error:
+            notes.append((scans_tsv_path(session.subject, session.session).as_posix(), f"not written: {error}"))
     if written:  # the inherited description of every scans.tsv: what reface did to them (BIDS derivatives)
-        top = read_json_object(bids_dir / "scans.json") if (bids_dir / "scans.json").exists() else {}
+        try:
+            top = read_json_object(bids_dir / "scans.json") if (bids_dir / "scans.json").exists() else {}
+        except RefaceError as error:
+            notes.append(("scans.json", f"not copied: {error}"))
+            top = {}
         gone = {c for c in top if c != "filename" and (c == "acq_time" and acq_time.mode == "drop"
                                                        or table_drops(c, policy, protected=("acq_time",)))}
         data = {k: v for k, v in top.items() if k not in gone}
         data["Description"] = ("scans of the source dataset that reface de-identified, under their derivative "
-                               "names; acq_time " + _ACQ_TIME_TEXT[acq_time.mode].format(days=acq_time.days))
+                               "names; acq_time " + _ACQ_TIME_TEXT[acq_time.mode])
         if acq_time.mode != "drop":
             entry = data.get("acq_time") if isinstance(data.get("acq_time"), dict) else {}
-            data["acq_time"] = {**entry, "Description": "acquisition time, " +
-                                _ACQ_TIME_TEXT[acq_time.mode].format(days=acq_time.days)}
+            data["acq_time"] = {**entry, "Description": "acquisition time, " + _ACQ_TIME_TEXT[acq_time.mode]}
         write_json(output_dir / "scans.json", data)
         written.append(Path("scans.json"))
-    return written
+    return written, notes
 
 
 # --- a tiny phantom dataset, for tests and the throughput benchmark -------------------------------------------

@@ -152,8 +152,9 @@ def test_scans_tables_follow_the_outputs(dataset, tmp_path):
            "sub-01/ses-2/anat/sub-01_ses-2_run-1_desc-deid_T1w.nii.gz",
            "sub-01/ses-2/anat/sub-01_ses-2_run-2_desc-deid_T1w.nii.gz", "sub-03/anat/sub-03_desc-deid_T1w.nii.gz")
     sessions = discover(dataset)
-    written = write_scans_tables(dataset, out, sessions, desc="deid", acq_time=AcqTimePolicy.parse("drop"),
-                                 policy=make_policy())
+    written, notes = write_scans_tables(dataset, out, sessions, desc="deid", acq_time=AcqTimePolicy.parse("drop"),
+                                        policy=make_policy())
+    assert notes == []
     assert [p.as_posix() for p in written] == [
         "sub-01/ses-1/sub-01_ses-1_scans.tsv", "sub-01/ses-1/sub-01_ses-1_scans.json",
         "sub-01/ses-2/sub-01_ses-2_scans.tsv", "sub-03/sub-03_scans.tsv", "scans.json"]
@@ -183,3 +184,17 @@ def test_scans_tables_anchor_each_subject_on_its_first_scan(dataset, tmp_path):
                        acq_time=AcqTimePolicy.parse("keep"), policy=make_policy())
     assert (out / "sub-01/ses-2/sub-01_ses-2_scans.tsv").read_text() == (
         "filename\tacq_time\nanat/sub-01_ses-2_run-2_desc-deid_T1w.nii.gz\tn/a\n")
+
+
+def test_scans_tables_say_what_they_could_not_do(dataset, tmp_path):
+    _scans(dataset)
+    (dataset / "sub-03/sub-03_scans.tsv").write_text("file\tacq_time\nanat/sub-03_T1w.nii.gz\tn/a\n")
+    out = tmp_path / "out"
+    _touch(out, "sub-01/ses-1/anat/sub-01_ses-1_desc-deid_T1w.nii.gz", "sub-03/anat/sub-03_desc-deid_T1w.nii.gz")
+    written, notes = write_scans_tables(dataset, out, discover(dataset), desc="deid",
+                                        acq_time=AcqTimePolicy.parse("shift:-3650"), policy=make_policy())
+    assert not (out / "sub-03/sub-03_scans.tsv").exists()  # unreadable: left out, never copied
+    assert [(f, n.split(":")[0]) for f, n in notes] == [
+        ("sub-01/ses-1/sub-01_ses-1_scans.tsv", "1 shifted acq_time value(s) after 1925 (e.g. 2014-03-08T10"),
+        ("sub-03/sub-03_scans.tsv", "not written")]
+    assert "no filename column" in notes[1][1]
