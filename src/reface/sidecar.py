@@ -63,7 +63,8 @@ DEFAULT_SCRUB_FIELDS: tuple[str, ...] = _PERSON + _WHEN + _WHERE + _FREE_TEXT
 # Column names in participants.tsv / scans.tsv that hold the same kind of thing as the sidecar list: the
 # lower-case, underscore names people type in spreadsheets. age, sex, handedness, group stay (analyses need them).
 TABLE_SCRUB_COLUMNS: tuple[str, ...] = (
-    "name", "*_name", "*name_*", "firstname", "lastname", "surname", "initials", "patient*", "mrn",
+    "name", "*_name", "*name_*", "firstname", "lastname", "surname", "initials", "mrn", "patient_id",
+    "patient_number", "subject_id", "original_id", "source_id", "hospital_id", "record_id", "study_id",
     "*record_number*", "ssn", "*social_security*", "*birth*", "dob", "*_date", "date", "date_*", "*_datetime",
     "*address*", "street", "city", "zip", "zip_code", "zipcode", "postcode", "postal*", "phone*", "*_phone",
     "telephone*", "email*", "*_email", "e-mail", "*comment*", "notes", "*_notes", "institution*", "site_name",
