@@ -49,18 +49,40 @@ def lower_hull(points: np.ndarray) -> np.ndarray:
     return np.array(hull)
 
 
-def shear_line(brain: np.ndarray, affine: np.ndarray, buffer_mm: float = DEFAULT_BUFFER_MM) -> ShearLine:
-    """The cut line of a brain mask on an axis-aligned RAS grid (axis 1 anterior, axis 2 superior)."""
+def profile_points(brain: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """(a, s) world mm [N, 2] of the brain voxels that can be vertices of its lower hull in the sagittal plane.
+
+    Along each voxel column of the axis closest to world S, brain voxels project onto one segment of the
+    (a, s) plane, so only the column's first and last brain voxel can be hull vertices; qhull then keeps the
+    convex hull's vertices (a few dozen), so the Python hull walk costs nothing. Any voxel-to-world affine.
+    """
     if not brain.any():
         raise AssertionError("shear needs a non-empty brain mask")
-    if not np.allclose(affine[:3, :3], np.diag(np.diag(affine[:3, :3]))) or np.any(np.diag(affine)[:3] <= 0):
-        raise AssertionError("shear expects an axis-aligned RAS grid")
-    sagittal = brain.any(axis=0)  # [Y, Z]
-    # Only the lowest voxel of each coronal column can be on the lower hull (or minimise s - a below): a few
-    # hundred points instead of the whole profile, so the Python hull loop costs nothing.
-    j = np.flatnonzero(sagittal.any(axis=1))
-    jk = np.stack([j, np.argmax(sagittal[j], axis=1)], axis=1).astype(float)
-    points = jk * np.diag(affine)[1:3] + affine[1:3, 3]  # (a, s) in mm
+    affine = np.asarray(affine, np.float64)
+    axis = int(np.argmax(np.abs(affine[2, :3])))
+    columns = np.moveaxis(brain, axis, -1)  # [..., column]
+    present = columns.any(axis=-1)
+    uv = np.argwhere(present)  # the other two voxel indices, in axis order
+    first = np.argmax(columns[present], axis=-1)
+    last = columns.shape[-1] - 1 - np.argmax(columns[present][:, ::-1], axis=-1)
+    others = [a for a in range(3) if a != axis]
+    ijk = np.empty((2 * len(uv), 3))
+    for row, ends in ((slice(0, len(uv)), first), (slice(len(uv), None), last)):
+        ijk[row, others[0]], ijk[row, others[1]], ijk[row, axis] = uv[:, 0], uv[:, 1], ends
+    points = np.unique(ijk @ affine[1:3, :3].T + affine[1:3, 3], axis=0)  # (a, s)
+    if len(points) > 3:
+        from scipy.spatial import ConvexHull, QhullError
+
+        try:
+            points = points[ConvexHull(points).vertices]
+        except QhullError:  # all on one line: keep them all
+            pass
+    return points
+
+
+def shear_line(brain: np.ndarray, affine: np.ndarray, buffer_mm: float = DEFAULT_BUFFER_MM) -> ShearLine:
+    """The cut line of a brain mask on a grid with voxel-to-world `affine` (world RAS: a = y, s = z)."""
+    points = profile_points(brain, affine)
     hull = lower_hull(points)
     if len(hull) < 2:
         raise AssertionError("brain mask too small for a hull")
@@ -83,12 +105,22 @@ def shear_line(brain: np.ndarray, affine: np.ndarray, buffer_mm: float = DEFAULT
 
 
 def cut_region(brain: np.ndarray, affine: np.ndarray, buffer_mm: float = DEFAULT_BUFFER_MM) -> np.ndarray:
-    """Boolean [X, Y, Z]: voxels on the face side of the shear line."""
+    """Boolean [X, Y, Z] (read-only): voxels on the face side of the shear line, for any affine."""
     line = shear_line(brain, affine, buffer_mm)
-    a = np.arange(brain.shape[1]) * affine[1, 1] + affine[1, 3]
-    s = np.arange(brain.shape[2]) * affine[2, 2] + affine[2, 3]
-    side = line.offset(a[:, None], s[None, :]) < 0  # [Y, Z]
-    return np.broadcast_to(side, brain.shape)
+    affine = np.asarray(affine, np.float64)
+    # The offset is linear in voxel indices: offset = const + sum_c coef[c] * index_c.
+    norm = np.hypot(1.0, line.slope)
+    coef = (affine[2, :3] - line.slope * affine[1, :3]) / norm
+    const = (affine[2, 3] - line.s0 - line.slope * (affine[1, 3] - line.a0)) / norm + line.buffer_mm
+    axes = [np.arange(n, dtype=np.float64) * c for n, c in zip(brain.shape, coef, strict=True)]
+    if coef[0] == 0.0:  # axis-aligned RAS (the working grid): one sagittal slice, broadcast across x
+        return np.broadcast_to((const + axes[1][:, None] + axes[2][None, :]) < 0, brain.shape)
+    offset = const + axes[1][:, None] + axes[2][None, :]  # [Y, Z]; each x slice shifts it
+    side = np.empty(brain.shape, bool)
+    for i, x in enumerate(axes[0]):
+        np.less(offset, -x, out=side[i])
+    side.flags.writeable = False
+    return side
 
 
 def shear(volume: np.ndarray, regions, *, rng: np.random.Generator,
@@ -98,3 +130,19 @@ def shear(volume: np.ndarray, regions, *, rng: np.random.Generator,
     out = volume.copy()
     out[cut] = 0.0
     return out
+
+
+def shear_input_grid(scan, regions, *, rng: np.random.Generator | None = None, level: float = 0.0,
+                     buffer_mm: float = DEFAULT_BUFFER_MM) -> np.ndarray:
+    """The same cut on the scan's own grid: raw output values (input dtype and shape), no resampling.
+
+    `regions` are on the input grid (masks.make_regions). Preserved voxels keep their raw values; cut
+    voxels get the raw value of intensity `level` (the input's air). What a wrapper can call instead of the
+    working-grid path: no resampling there and back, and no voxel of the field of view goes unseen."""
+    cut = cut_region(regions.brain, scan.affine, buffer_mm)
+    raw = scan.raw.copy()
+    raw[cut & ~regions.preserved] = scan.quantize(np.full(1, level, np.float32))[0]
+    return raw
+
+
+shear.on_input_grid = shear_input_grid  # type: ignore[attr-defined]
