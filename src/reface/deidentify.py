@@ -16,6 +16,7 @@ from scipy import ndimage as ndi
 from . import geometry
 from .errors import RefaceError
 from .formats import output_kind, resolve_output
+from .headcheck import check_head
 from .io import Scan, load_mask, load_scan, save_mask_like, save_scan_like
 from .masks import DEFAULT_MARGIN_MM, Regions, make_regions
 from .methods import DEFAULT_METHOD, WorkRegions, get_method
@@ -40,10 +41,26 @@ class Result:
         return (self.raw.astype(np.float64) * self.scan.slope + self.scan.inter).astype(np.float32)
 
 
-def to_working(scan: Scan, regions: Regions) -> tuple[np.ndarray, WorkRegions]:
-    """Resample the scan and its regions into the 1 mm RAS working grid."""
+def background_level(scan: Scan, regions: Regions) -> float:
+    """The input's air level: 0 for most scans; -200 for an int16 file whose air sits at -200, say.
+
+    Methods fill air with 0 and find the head by thresholds, so they work on the scan minus this level
+    and their output gets it back: the new air matches the input's. Levels within 2 % of the head's
+    99th percentile (the noise floor of an ordinary magnitude image) count as 0, which keeps outputs
+    unchanged for scans whose air is already near zero."""
+    data = scan.data
+    outside = ~regions.head
+    if not outside.any():
+        return 0.0
+    level = float(np.median(data[outside]))
+    scale = float(np.percentile(data[regions.head], 99)) - level
+    return level if scale > 0 and abs(level) > 0.02 * scale else 0.0
+
+
+def to_working(scan: Scan, regions: Regions, level: float = 0.0) -> tuple[np.ndarray, WorkRegions]:
+    """Resample the scan, minus its air level, and its regions into the 1 mm RAS working grid."""
     grid = geometry.grid_for_brain(regions.brain, scan.affine)
-    volume = geometry.resample(scan.data, scan.affine, grid, order=1)
+    volume = geometry.resample(scan.data - np.float32(level), scan.affine, grid, order=1)
     work = WorkRegions(
         brain=geometry.resample_mask(regions.brain, scan.affine, grid),
         preserved=geometry.resample_mask(regions.preserved, scan.affine, grid, threshold=0.01),
@@ -87,8 +104,10 @@ def deidentify(scan: Scan, method: str = DEFAULT_METHOD, *, seed: int = 0, brain
     fn = get_method(method)
     say("brain mask")
     regions = make_regions(scan, brain=brain, margin_mm=margin_mm, device=device)
+    check_head(regions.brain, regions.head, scan.zooms, scan.source, given=brain is not None)
     say("working grid")
-    volume_w, regions_w = to_working(scan, regions)
+    level = background_level(scan, regions)
+    volume_w, regions_w = to_working(scan, regions, level)
     say(f"method {method}")
     rng = np.random.default_rng(seed)
     if method == "remodel":
@@ -98,13 +117,15 @@ def deidentify(scan: Scan, method: str = DEFAULT_METHOD, *, seed: int = 0, brain
         raise AssertionError(f"method {method} returned a bad volume ({out_w.shape})")
     say("compositing")
     out_w = np.where(regions_w.preserved, volume_w, out_w)
+    if level:
+        volume_w, out_w = volume_w + np.float32(level), out_w + np.float32(level)
     raw = composite(scan, regions, volume_w, out_w, regions_w.grid)
     if method != "none":
         # head tissue in front of the working grid (a long nose, say) is never seen by the method: blank it
         beyond = regions.head & ~regions.preserved & geometry.outside_front(scan.shape, scan.affine, regions_w.grid)
         if beyond.any():
             say(f"blanked {int(beyond.sum())} head voxels in front of the working grid")
-            raw[beyond] = scan.quantize(np.zeros(1, np.float32))[0]
+            raw[beyond] = scan.quantize(np.full(1, level, np.float32))[0]
     raw[regions.preserved] = scan.raw[regions.preserved]
     assert_preserved(scan, raw, regions.preserved)
     return Result(scan=scan, raw=raw, regions=regions, method=method, seed=seed, warnings=list(regions.warnings))

@@ -101,9 +101,14 @@ def test_remodel_gives_a_defaced_head_its_face_back(name, folder, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, raises=RefaceError,
-                   reason="deface's template registration assumes background 0: on int16 with background -200 it "
-                          "refuses ('template head does not fit this scan (head overlap 0.64 ...)'); "
-                          "found by scripts/realworld.py, owned by reface.methods")
-def test_int16_negative_with_deface(folder, tmp_path):
-    check_case("int16-negative", "deface", folder, tmp_path)
+@pytest.mark.parametrize("method", ["deface", "template"])
+def test_int16_negative_background_is_kept(folder, tmp_path, method):
+    """Air at -200: methods work on the scan minus its air level (deidentify.background_level), so the
+    template registers and the new air is the input's level, not 0 (which would read as tissue)."""
+    before, after, _ = check_case("int16-negative", method, folder, tmp_path)
+    changed = before != after
+    assert changed.mean() > 0.01
+    assert (after[changed] == 0).mean() < 0.01, "air filled with 0 instead of the input's air level"
+    if method == "deface":  # the face becomes air, at the input's level
+        air = np.median(before[(before < np.percentile(before, 30))])
+        assert abs(float(np.median(after[changed])) - air) < 0.05 * float(np.percentile(before, 99) - air)

@@ -173,3 +173,19 @@ def test_vertex_cut_scan_is_processed_with_a_warning(tmp_path, capsys):
                      "--brain-mask", str(mask), "--quiet"])
     err = capsys.readouterr().err
     assert code == 0 and "warning" in err and "superior face" in err
+
+
+@pytest.mark.parametrize("offset", [-200, 300])
+def test_air_that_is_not_zero_stays_at_its_level(tmp_path, offset):
+    """An int16 file with its air at -200 (or +300): the cut-away face becomes the input's air, not 0."""
+    img, brain = phantom_image(shape=(48, 56, 52), zooms=(4.0, 4.0, 4.0))
+    raw = np.asarray(img.dataobj).astype(np.int16) + np.int16(offset)
+    path = tmp_path / "shifted.nii.gz"
+    nib.save(nib.Nifti1Image(raw, img.affine), path)
+    scan = load_scan(path)
+    result = deidentify(scan, "shear", brain=brain)
+    changed = result.raw != scan.raw
+    assert changed.any()
+    air = float(np.median(raw[:3]))
+    assert abs(float(np.median(result.raw[changed])) - air) < 20
+    assert (result.raw[changed] == 0).mean() < 0.01  # (interpolated edges may cross 0)
