@@ -189,6 +189,29 @@ def test_face_deformation_is_seeded_smooth_and_leaves_the_brain_alone(working):
     assert np.abs(warped - volume)[outside].mean() > 1e-3 * float(volume[regions.brain].mean())
 
 
+def test_larger_variation_adds_broad_deformation_without_folding_or_touching_the_brain(working):
+    """remodel's `variation` > 1 adds broad low-frequency pieces on top of the local ones: more and wider
+    displacement, still folding-free and zero on and near the preserved region; <= 1 is unchanged."""
+    from reface.model.data import intensity_scale
+    from reface.model.inference import SHAPE_MIN_JACOBIAN, SHAPE_SPACING_MM, face_deformation, warp
+
+    volume, regions = working
+    step = SHAPE_SPACING_MM
+    coarse = (volume / intensity_scale(volume, regions.brain))[::step, ::step, ::step]
+    base = face_deformation(regions.preserved, coarse, np.random.default_rng(5))
+    same = face_deformation(regions.preserved, coarse, np.random.default_rng(5), amount=1.0)
+    big = face_deformation(regions.preserved, coarse, np.random.default_rng(5), amount=3.0)
+    assert np.array_equal(base, same)
+    moved = lambda d: float(np.percentile(np.linalg.norm(d, axis=0), 99))  # noqa: E731
+    assert moved(big) > 1.3 * moved(base), (moved(big), moved(base))
+    grads = np.stack([np.stack(np.gradient(big[i], float(step)), axis=0) for i in range(3)])
+    jac = np.moveaxis(grads + np.eye(3)[:, :, None, None, None], (0, 1), (-2, -1))
+    assert float(np.linalg.det(jac).min()) > SHAPE_MIN_JACOBIAN
+    warped = warp(torch.from_numpy(volume)[None, None], big)[0, 0].numpy()
+    near = ndi.binary_dilation(regions.preserved, iterations=2)
+    assert np.allclose(warped[near], volume[near], rtol=0, atol=1e-4 * float(volume.max()))
+
+
 @pytest.mark.skipif(not default_model_path().exists(), reason="no shipped default model in this checkout")
 def test_default_model_seeds_give_differently_shaped_heads(working):
     """With the shipped model, two seeds' head masks outside the preserved region differ in several times

@@ -11,6 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
+# Scale of the seeded shape deformation of the face and head (model/inference.py `face_deformation`):
+# 0 = the generator's head as it is, 1 = local pieces only, > 1 adds broad low-frequency changes of the face's
+# proportions with amplitude (variation - 1). See docs/privacy_realheads.md for the measurements behind it.
+DEFAULT_VARIATION = 1.0
+
 
 @lru_cache(maxsize=2)
 def _load(path: str, device: str):
@@ -28,11 +33,13 @@ def remodel(
     model: str | Path | None = None,
     device: str = "cpu",
     use_generator: bool = True,
+    variation: float = DEFAULT_VARIATION,
 ) -> np.ndarray:
     """float32 [X, Y, Z] working-grid volume -> a new head around `regions.preserved` (same shape).
 
     `use_generator=False` gives the prior-only head (fitted template, seeded deformation, finishing): the
-    baseline the GAN has to beat."""
+    baseline the GAN has to beat. `variation` scales the seeded face/head deformation (see DEFAULT_VARIATION);
+    it never touches the preserved region."""
     import torch
 
     from ..model.inference import generate_head, resolve_device
@@ -46,4 +53,5 @@ def remodel(
     return generate_head(
         generator, volume, regions.preserved, regions.brain, regions.grid, rng=noise_rng, device=torch_device,
         input_head=regions.head | regions.preserved, inside=regions.inside, use_generator=use_generator,
+        shape_diversity=float(variation),
     )

@@ -44,6 +44,12 @@ SHAPE_SHIFT_SD_MM = 7.0
 SHAPE_LOG_SCALE_SD = 0.3
 SHAPE_HEAD_LOG_SCALE_SD = 0.035  # overall head size/shape, per axis
 SHAPE_TRUNCATE_SD = 2.2
+# variation > 1 (remodel's `variation`) adds broad, low-frequency pieces: whole-face proportions (jaw, cheeks,
+# nose and brow region together), with amplitude (variation - 1) x these SDs; the local pieces stay at full.
+SHAPE_BROAD_PARTS = 4
+SHAPE_BROAD_SIGMA_MM = (28.0, 40.0)
+SHAPE_BROAD_SHIFT_SD_MM = 6.0
+SHAPE_BROAD_LOG_SCALE_SD = 0.2
 SHAPE_HEAD_LEVEL = 0.15  # generated head vs background, normalised units (brain p99 = 1)
 SHAPE_MIN_JACOBIAN = 0.2
 
@@ -237,7 +243,9 @@ def face_deformation(
     the preserved region), each paired with its mirror image about the preserved region's mid-sagittal
     plane, plus an overall anisotropic scaling about the preserved centroid; it is zero within
     SHAPE_FREE_MM of the preserved region and fades in over SHAPE_RAMP_MM. Shrunk until det J >
-    SHAPE_MIN_JACOBIAN everywhere (exp(v) never folds).
+    SHAPE_MIN_JACOBIAN everywhere (exp(v) never folds). `amount` <= 1 scales all of it; above 1 the above
+    stays at full and SHAPE_BROAD_PARTS broad pieces (mirrored likewise) are added with amplitude
+    (amount - 1): larger, lower-frequency changes of the face's proportions.
     """
     from scipy import ndimage as ndi
 
@@ -276,7 +284,21 @@ def face_deformation(
             mirror = np.array([2.0 * centre[0] - part[0], part[1], part[2]], np.float32)
             velocity += 0.5 * local_affine_velocity(points, part, sigma, scale, shift)
             velocity += 0.5 * local_affine_velocity(points, mirror, sigma, scale, shift * [-1.0, 1.0, 1.0])
-    velocity *= float(amount) * weight[None]
+    amount = float(amount)
+    velocity *= min(amount, 1.0)
+    if amount > 1.0 and len(candidates):  # drawn after the pieces above: variation <= 1 is unchanged
+        broad = np.zeros_like(velocity)
+        picks = rng.choice(len(candidates), size=min(SHAPE_BROAD_PARTS, len(candidates)), replace=False)
+        for node in candidates[np.sort(picks)]:
+            part = node.astype(np.float32) * SHAPE_SPACING_MM
+            sigma = rng.uniform(*SHAPE_BROAD_SIGMA_MM)
+            shift = truncnorm(SHAPE_BROAD_SHIFT_SD_MM, 3)
+            scale = truncnorm(SHAPE_BROAD_LOG_SCALE_SD, 3)
+            mirror = np.array([2.0 * centre[0] - part[0], part[1], part[2]], np.float32)
+            broad += 0.5 * local_affine_velocity(points, part, sigma, scale, shift)
+            broad += 0.5 * local_affine_velocity(points, mirror, sigma, scale, shift * [-1.0, 1.0, 1.0])
+        velocity += (amount - 1.0) * broad
+    velocity *= weight[None]
     for _ in range(8):
         disp = exponentiate(velocity, grid)
         if float(jacobian_determinant(disp, grid.spacing).min()) > SHAPE_MIN_JACOBIAN:
