@@ -145,6 +145,8 @@ def table(args) -> str:
         out.append(Path(args.header).read_text().rstrip() + "\n")
     out.append(f"Gallery size: {', '.join(map(str, gallery))} heads (chance rank ~ G/2; rank 1 = found).\n")
     out.append("## Per head, method, seed: rank of the true identity (or 'no face') per attacker and view\n")
+    out.append("'no face': the attacker found no face in the probe; 'gal. no face': none in its gallery photo (the "
+               "probe cannot be matched; a miss); gallery/original rows: detection on the unmodified scans.\n")
     header = "| head | method | seed | " + " | ".join(f"{a} {v}" for a in ATTACKERS for v in VIEWS) + " |"
     out.append(header)
     out.append("|" + "---|" * (3 + len(ATTACKERS) * len(VIEWS)))
