@@ -18,9 +18,12 @@ MIN_TISSUE_MM = 7.0
 def tissue_depth_mm(brain: np.ndarray, head: np.ndarray, zooms: tuple[float, float, float]) -> float:
     """Median distance from the brain's surface to the air outside the head. Beyond the image is not air:
     a field of view that cuts the head does not make it shallow (the distance transform ignores it)."""
-    if not head.any():
+    if not head.any() or not brain.any():
         return 0.0
-    box = tuple(slice(max(0, int(i.min()) - 40), int(i.max()) + 41) for i in np.nonzero(head))
+    # only depths up to ~MIN_TISSUE_MM matter: the brain's box padded by 20 mm holds every one of them
+    pad = [int(np.ceil(20.0 / float(z))) for z in zooms]
+    box = tuple(slice(max(0, int(i.min()) - p), int(i.max()) + p + 1) for i, p in zip(np.nonzero(brain), pad,
+                                                                                          strict=True))
     brain, head = brain[box], head[box]
     depth = ndi.distance_transform_edt(head, sampling=zooms)
     surface = brain & ~ndi.binary_erosion(brain)
