@@ -105,11 +105,20 @@ def deidentify(scan: Scan, method: str = DEFAULT_METHOD, *, seed: int = 0, brain
     say("brain mask")
     regions = make_regions(scan, brain=brain, margin_mm=margin_mm, device=device)
     check_head(regions.brain, regions.head, scan.zooms, scan.source, given=brain is not None)
-    say("working grid")
     level = background_level(scan, regions)
+    rng = np.random.default_rng(seed)
+    on_input_grid = getattr(fn, "on_input_grid", None)
+    if on_input_grid is not None and not options:
+        # a method that can work on the scan's own grid (shear) skips the resampling there and back
+        say(f"method {method} (input grid)")
+        raw = on_input_grid(scan, regions, rng=rng, level=level)
+        raw[regions.preserved] = scan.raw[regions.preserved]
+        assert_preserved(scan, raw, regions.preserved)
+        return Result(scan=scan, raw=raw, regions=regions, method=method, seed=seed,
+                      warnings=list(regions.warnings))
+    say("working grid")
     volume_w, regions_w = to_working(scan, regions, level)
     say(f"method {method}")
-    rng = np.random.default_rng(seed)
     if method == "remodel":
         options.setdefault("device", device)
     out_w = np.asarray(fn(volume_w, regions_w, rng=rng, **options), dtype=np.float32)
