@@ -274,29 +274,27 @@ def face_deformation(
     surface = head & ~ndi.binary_erosion(head)
     face = surface & (weight > 0.5) & ((points[1] > centre[1] + 20.0) | (points[2] < lowest))
     candidates = np.argwhere(face)
-    if len(candidates):
-        picks = rng.choice(len(candidates), size=min(SHAPE_PARTS, len(candidates)), replace=False)
+
+    def mirrored_pieces(out, count, sigma_mm, shift_sd, log_scale_sd) -> np.ndarray:
+        """Add local affine pieces at random face nodes to `out`, each paired with its left-right mirror."""
+        picks = rng.choice(len(candidates), size=min(count, len(candidates)), replace=False)
         for node in candidates[np.sort(picks)]:
             part = node.astype(np.float32) * SHAPE_SPACING_MM
-            sigma = rng.uniform(*SHAPE_SIGMA_MM)
-            shift = truncnorm(SHAPE_SHIFT_SD_MM, 3)
-            scale = truncnorm(SHAPE_LOG_SCALE_SD, 3)
+            sigma = rng.uniform(*sigma_mm)
+            shift = truncnorm(shift_sd, 3)
+            scale = truncnorm(log_scale_sd, 3)
             mirror = np.array([2.0 * centre[0] - part[0], part[1], part[2]], np.float32)
-            velocity += 0.5 * local_affine_velocity(points, part, sigma, scale, shift)
-            velocity += 0.5 * local_affine_velocity(points, mirror, sigma, scale, shift * [-1.0, 1.0, 1.0])
+            out += 0.5 * local_affine_velocity(points, part, sigma, scale, shift)
+            out += 0.5 * local_affine_velocity(points, mirror, sigma, scale, shift * [-1.0, 1.0, 1.0])
+        return out
+
+    if len(candidates):
+        mirrored_pieces(velocity, SHAPE_PARTS, SHAPE_SIGMA_MM, SHAPE_SHIFT_SD_MM, SHAPE_LOG_SCALE_SD)
     amount = float(amount)
     velocity *= min(amount, 1.0)
     if amount > 1.0 and len(candidates):  # drawn after the pieces above: variation <= 1 is unchanged
-        broad = np.zeros_like(velocity)
-        picks = rng.choice(len(candidates), size=min(SHAPE_BROAD_PARTS, len(candidates)), replace=False)
-        for node in candidates[np.sort(picks)]:
-            part = node.astype(np.float32) * SHAPE_SPACING_MM
-            sigma = rng.uniform(*SHAPE_BROAD_SIGMA_MM)
-            shift = truncnorm(SHAPE_BROAD_SHIFT_SD_MM, 3)
-            scale = truncnorm(SHAPE_BROAD_LOG_SCALE_SD, 3)
-            mirror = np.array([2.0 * centre[0] - part[0], part[1], part[2]], np.float32)
-            broad += 0.5 * local_affine_velocity(points, part, sigma, scale, shift)
-            broad += 0.5 * local_affine_velocity(points, mirror, sigma, scale, shift * [-1.0, 1.0, 1.0])
+        broad = mirrored_pieces(np.zeros_like(velocity), SHAPE_BROAD_PARTS, SHAPE_BROAD_SIGMA_MM,
+                                SHAPE_BROAD_SHIFT_SD_MM, SHAPE_BROAD_LOG_SCALE_SD)
         velocity += (amount - 1.0) * broad
     velocity *= weight[None]
     for _ in range(8):
