@@ -18,7 +18,7 @@ import numpy as np
 
 from . import formats
 from .errors import RefaceError
-from .formats import NIFTI_SUFFIXES, SCRUBBED_TEXT_FIELDS, MGHHeader  # noqa: F401  (re-exported)
+from .formats import MGHHeader
 
 
 @dataclass
