@@ -40,11 +40,15 @@ synth: $(STAMP)
 train-default: $(STAMP)
 	scripts/train_default.sh
 
-# The paper-style privacy/utility comparison on the synthetic cohort -> eval_out/report.html
+# The paper-style privacy/utility comparison: 50 synthetic identities x every method (quickshear included)
+# plus the real-head panel -> eval_out/report.html. Resumes where it stopped; ~10 h on one core.
 EVAL_SUBJECTS ?= 50
+EVAL_JOBS ?= 1
 evaluate: $(STAMP)
 	test -f data/synth50/participants.tsv || $(MAKE) synth
-	$(VENV)/bin/reface evaluate --data data/synth50 --out eval_out --subjects $(EVAL_SUBJECTS) --jobs 2
+	OMP_NUM_THREADS=1 $(VENV)/bin/reface evaluate --data data/synth50 --out eval_out --subjects $(EVAL_SUBJECTS) \
+		--jobs $(EVAL_JOBS) --extractors deepbet --segmenters gmm,atropos \
+		--methods none,shear,quickshear,deface,blur,template,remodel
 
 realworld: $(STAMP)
 	$(PY) scripts/realworld.py --out realworld_out --markdown docs/realworld.md

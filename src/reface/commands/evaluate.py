@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-DEFAULT_METHODS = "none,deface,shear,blur,template,remodel"
+DEFAULT_METHODS = "none,deface,shear,quickshear,blur,template,remodel"
 DEFAULT_ATTACKERS = ("yunet-sface", "dlib-resnet", "dlib-hog-resnet")  # = evaluate.privacy.DEFAULT_ATTACKERS
 PANEL = ("robex", "pydeface-mean", "robex-mni")  # = realheads.PANEL (not imported: --help stays instant)
 
