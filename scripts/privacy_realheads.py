@@ -16,6 +16,15 @@ Two modes:
       same kind of lines (face_detected, rank; plus seed and variation fields) to OUT/results.jsonl. This
       avoids re-running a whole cohort evaluation (its settings fix one seed per output folder) to get more
       seeds of one method on the real heads.
+
+  control --eval EVAL_DIR --probe OUT --folders remodel-s0,remodel-s1,remodel-s2 [--markdown FILE]
+      The impostor control for `probe`'s ranks. With one real person behind every synthetic distractor, a
+      generic face can land near real-robex's gallery photo whoever it came from (the undeformed head is the
+      centre of its deformations). So, for each real head T, the rank of T's gallery photo is compared between
+      the probes made from T (genuine) and the probes made from a different person by the same method and
+      seeds (control: real-robex and real-robex-mni are one person, pydeface-mean another). A leak shows as
+      genuine ranks better than the control's; equal distributions mean the attacker learns nothing from
+      the input beyond what any de-identified head gives.
 """
 
 from __future__ import annotations
@@ -89,6 +98,57 @@ def probe(args) -> None:
             found = [r for r in lines if r["metric"] == "rank"]
             print(f"{tag} {label}: deid {deid_s:.0f} s; ranks "
                   + " ".join(f"{r['attacker']}/{r['view']}={r['value']}" for r in found), flush=True)
+
+
+# ------------------------------------------------------------------------------------------------ control
+
+PERSON = {"real-robex": "robex", "real-robex-mni": "robex", "real-pydeface-mean": "pydeface-mean"}
+
+
+def control(args) -> str:
+    from scipy.stats import mannwhitneyu
+
+    from reface.evaluate.privacy import embedding_path
+
+    eval_dir, probe_dir = Path(args.eval), Path(args.probe)
+    attackers = tuple(args.attackers.split(","))
+    gallery = _gallery_labels(eval_dir, attackers[0])
+    folders = args.folders.split(",")
+    ranks: dict[tuple, list[float]] = defaultdict(list)  # (target, attacker, genuine?) -> ranks
+    for attacker in attackers:
+        for view in VIEWS:
+            paths = {g: embedding_path(eval_dir, attacker, "gallery", view, g) for g in gallery}
+            gal = {g: np.load(p) for g, p in paths.items() if p.exists()}
+            names = sorted(gal)
+            unit = np.stack([gal[g].ravel() / np.linalg.norm(gal[g]) for g in names])
+            for folder in folders:
+                for probe in PERSON:
+                    path = embedding_path(probe_dir, attacker, folder, view, probe)
+                    if not path.exists():
+                        continue
+                    v = np.load(path).ravel()
+                    sim = unit @ (v / np.linalg.norm(v))
+                    for target in PERSON:
+                        if target not in gal or (target != probe and PERSON[target] == PERSON[probe]):
+                            continue
+                        rank = 1.0 + float((sim > sim[names.index(target)]).sum())
+                        for key in (attacker, "all attackers"):
+                            ranks[(target, key, target == probe)].append(rank)
+    out = [f"Probe folders: {', '.join(folders)}; gallery {len(gallery)} heads (chance rank ~ {len(gallery) // 2}).\n",
+           "| target head | attacker | genuine: median rank, rank-1 [n] | control: median rank, rank-1 [n] | "
+           "one-sided Mann-Whitney p (genuine better) |", "|---|---|---|---|---|"]
+    for target in PERSON:
+        for attacker in (*attackers, "all attackers"):
+            gen, imp = ranks.get((target, attacker, True), []), ranks.get((target, attacker, False), [])
+            if not gen or not imp:
+                continue
+            p = mannwhitneyu(gen, imp, alternative="less").pvalue
+            out.append(f"| {target} | {attacker} | {np.median(gen):.1f}, {np.mean(np.array(gen) == 1):.2f} [{len(gen)}]"
+                       f" | {np.median(imp):.1f}, {np.mean(np.array(imp) == 1):.2f} [{len(imp)}] | {p:.3f} |")
+    text = "\n".join(out) + "\n"
+    if args.markdown:
+        Path(args.markdown).write_text(text)
+    return text
 
 
 # ------------------------------------------------------------------------------------------------ table
@@ -211,9 +271,17 @@ def main(argv=None) -> int:
     p.add_argument("--heads", default="", help="comma-separated real-* labels (default: all in EVAL/panel)")
     p.add_argument("--attackers", default=",".join(ATTACKERS))
     p.add_argument("--render-size", type=int, default=256)
+    c = sub.add_parser("control")
+    c.add_argument("--eval", required=True, help="the `reface evaluate` folder whose gallery `probe` ranked against")
+    c.add_argument("--probe", required=True, help="a `probe` output folder")
+    c.add_argument("--folders", required=True, help="comma-separated probe folders (method-seed tags)")
+    c.add_argument("--attackers", default=",".join(ATTACKERS))
+    c.add_argument("--markdown")
     args = parser.parse_args(argv)
     if args.cmd == "probe":
         probe(args)
+    elif args.cmd == "control":
+        sys.stdout.write(control(args))
     else:
         sys.stdout.write(table(args))
     return 0

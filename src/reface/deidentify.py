@@ -135,9 +135,26 @@ def deidentify(scan: Scan, method: str = DEFAULT_METHOD, *, seed: int = 0, brain
         if beyond.any():
             say(f"blanked {int(beyond.sum())} head voxels in front of the working grid")
             raw[beyond] = scan.quantize(np.full(1, level, np.float32))[0]
+    if getattr(fn, "generates_air", False):
+        say("air on the input grid")
+        raw = fresh_air(scan, regions, raw, level, np.random.default_rng([seed, 1]))
     raw[regions.preserved] = scan.raw[regions.preserved]
     assert_preserved(scan, raw, regions.preserved)
     return Result(scan=scan, raw=raw, regions=regions, method=method, seed=seed, warnings=list(regions.warnings))
+
+
+def fresh_air(scan: Scan, regions: Regions, raw: np.ndarray, level: float, rng: np.random.Generator) -> np.ndarray:
+    """Raw output whose generated air is drawn again, on the input's own grid, from the input's air."""
+    from .air import refresh_air
+    from .masks import head_mask
+
+    new = (raw.astype(np.float64) * scan.slope + scan.inter).astype(np.float32)
+    new_head = head_mask(new - np.float32(level)) | regions.preserved
+    fresh = refresh_air(scan.data, new, regions.head, new_head, scan.zooms, rng)
+    changed = fresh != new
+    out = raw.copy()
+    out[changed] = scan.quantize(fresh[changed])
+    return out
 
 
 def save_result(result: Result, output: str | Path, *, force: bool = False) -> Path:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-from reface.model.finish import background_sampler, finish, head_alpha
+from reface.air import background_sampler
+from reface.model.finish import finish, head_alpha
 
 
 def _ball(shape, centre, radius):

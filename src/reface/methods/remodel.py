@@ -55,3 +55,6 @@ def remodel(
         input_head=regions.head | regions.preserved, inside=regions.inside, use_generator=use_generator,
         shape_diversity=float(variation),
     )
+
+
+remodel.generates_air = True  # type: ignore[attr-defined]  # deidentify draws its air again on the input grid

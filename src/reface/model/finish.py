@@ -19,41 +19,15 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
+from ..air import background_sampler
+
 COARSE = 2  # mm: masks and distances are computed on every 2nd voxel
-AIR_NEAR_MM, AIR_FAR_MM = 6.0, 30.0  # the input's air sample: this far outside its head
 COVER_MM = 4  # the new head covers the preserved region grown by this much (then smoothed)
 COVER_SMOOTH_MM = 4.0
 SURFACE_SIGMA_MM = 2.0  # smoothing of the head mask: the skin's smallest bumps
 EDGE_WIDTH = 0.3  # the skin edge: alpha ramps over this band of the smoothed mask (~1.5 mm)
 SHELL_TOP = 0.95  # smoothed-mask value where the skin shell has faded out (~3 mm deep)
 SHELL_WIDTH = 0.15
-MIN_AIR_VOXELS = 200
-
-
-def background_sampler(norm: np.ndarray, input_head: np.ndarray, inside: np.ndarray | None = None):
-    """The input's air intensity distribution -> draw(rng, n) of i.i.d. samples (normalised units).
-
-    Air is 6-30 mm outside the input's head (near enough to be inside the field of view). A background
-    that is mostly exact zeros (skull-stripped air, zero-filled or masked exports) is a zero background:
-    zeros are drawn, because the few non-zero values there (interpolation at the head's edge, ghosts) are
-    spatially structured and would read as speckle when drawn i.i.d. Otherwise the background is noise and
-    exact zeros are treated as outside the acquired field of view.
-    """
-    coarse_head = input_head[::COARSE, ::COARSE, ::COARSE]
-    dist = ndi.distance_transform_edt(~coarse_head) * COARSE
-    band = (dist >= AIR_NEAR_MM) & (dist <= AIR_FAR_MM)
-    if inside is not None:  # the zero padding beyond the input's field of view is not its background
-        band &= inside[::COARSE, ::COARSE, ::COARSE]
-    values = norm[::COARSE, ::COARSE, ::COARSE][band].astype(np.float32)
-    if values.size < MIN_AIR_VOXELS or np.mean(values == 0) > 0.5:
-        return lambda rng, n: np.zeros(n, np.float32)
-    values = values[values != 0]
-    values = np.sort(values)
-
-    def draw(rng: np.random.Generator, n: int) -> np.ndarray:
-        return values[rng.integers(0, values.size, n)]
-
-    return draw
 
 
 def air_values(norm: np.ndarray, input_head: np.ndarray) -> np.ndarray:

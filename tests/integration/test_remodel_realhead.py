@@ -1,0 +1,62 @@
+"""Realism invariants of remodel on a real head (the ROBEX atlas head), not only on phantoms.
+
+- Its own noisy air: no voxel well outside both heads (the input's and the remodeled one) gains signal
+  beyond the input's own air noise, and the air keeps the input's spread.
+- The same head with its air zeroed (as some scanners and converters store it): that air stays exactly 0.
+"""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+
+from reface.deidentify import deidentify
+from reface.io import load_scan
+from reface.masks import head_mask, make_regions
+from reface.realheads import load_real_head
+
+
+@pytest.fixture(scope="module")
+def robex(tmp_path_factory):
+    head = load_real_head("robex")
+    folder = tmp_path_factory.mktemp("robex")
+    noisy = folder / "robex.nii.gz"
+    nib.save(head.image, noisy)
+    data = np.asanyarray(head.image.dataobj).astype(np.float32)
+    around = ndi.binary_dilation(head_mask(data), iterations=3)
+    zeroed = folder / "robex_zero_air.nii.gz"
+    nib.save(nib.Nifti1Image(np.where(around, data, 0).astype(np.float32), head.image.affine), zeroed)
+    return {"noisy": noisy, "zero": zeroed}, head.brain
+
+
+def _far_air(scan, out: np.ndarray, brain: np.ndarray) -> np.ndarray:
+    """Voxels more than ~12 mm outside both the input's head and the remodeled one."""
+    regions = make_regions(scan, brain=brain)
+    both = regions.head | head_mask(out)
+    far = ~ndi.binary_dilation(both, iterations=8)  # 8 voxels of 1.5 mm
+    assert far.sum() > 0.15 * far.size
+    return far
+
+
+def test_remodel_keeps_a_real_heads_noisy_air(robex):
+    paths, brain = robex
+    scan = load_scan(paths["noisy"])
+    out = deidentify(scan, "remodel", seed=0, brain=brain).data
+    far = _far_air(scan, out, brain)
+    before, after = scan.data[far], out[far]
+    ceiling = np.percentile(before, 99.9)
+    assert np.mean(after > ceiling) < 0.005  # no speckle above the input's own noise
+    assert abs(np.std(after) - np.std(before)) < 0.25 * np.std(before)  # and the same spread
+    assert not np.array_equal(after, before)  # drawn afresh, not the input's air copied
+
+
+def test_remodel_keeps_a_real_heads_zero_air_exactly_zero(robex):
+    paths, brain = robex
+    scan = load_scan(paths["zero"])
+    out = deidentify(scan, "remodel", seed=0, brain=brain).data
+    far = _far_air(scan, out, brain)
+    before = scan.data[far]
+    assert np.mean(before == 0) > 0.99  # (a few voxels of the neck's cut in the bottom slice are not air)
+    assert np.all(out[far][before == 0] == 0)  # the zero air stays exactly zero
