@@ -5,6 +5,10 @@
 
 `remodel-prior` is remodel without the GAN (fitted prior, seeded deformation, finishing): what the GAN adds
 is the difference between the two rows. Metrics: see reface.evaluate.realism.
+
+`--utility` adds the evaluation's utility yardsticks on the same outputs, against the head's own original
+(reface.evaluate.utility): deepbet brain-mask Dice, and mean tissue Dice (CSF, GM, WM) of the 3-class GMM
+and of ANTs Atropos (MRF prior) inside deepbet's mask.
 """
 
 from __future__ import annotations
@@ -26,6 +30,20 @@ from reface.realheads import PANEL, write_panel
 METRICS = ("realism_bg_speckle", "realism_roughness_mm", "realism_edge_p90")
 
 
+UTILITY = ("bet_dice_deepbet", "tissue_dice_gmm", "tissue_dice_atropos")
+
+
+def utility(original_out, scan, result) -> dict[str, float]:
+    from reface.evaluate.utility import TISSUES, compare, run_pipeline
+
+    values = compare(original_out, run_pipeline(_as_scan(scan, result), ("deepbet",), ("gmm", "atropos")))
+    out = {"bet_dice_deepbet": values.get("bet_dice_deepbet", float("nan"))}
+    for segmenter, suffix in (("gmm", ""), ("atropos", "_atropos")):
+        dice = [values[k] for t in TISSUES if (k := f"dice_{t}{suffix}") in values]
+        out[f"tissue_dice_{segmenter}"] = float(np.mean(dice)) if dice else float("nan")
+    return out
+
+
 def run(method: str, scan, seed: int):
     options = {}
     if method == "remodel-prior":
@@ -39,6 +57,7 @@ def main() -> None:
     parser.add_argument("--methods", default="none,deface,shear,blur,template,remodel,remodel-prior")
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--markdown", type=Path)
+    parser.add_argument("--utility", action="store_true", help="add BET and tissue Dice (deepbet, GMM, Atropos)")
     args = parser.parse_args()
     heads = args.heads.split(",")
     rows = []
@@ -46,21 +65,30 @@ def main() -> None:
         paths = write_panel(tmp, tuple(heads))
         for head in heads:
             scan = load_scan(paths[head])
+            if args.utility:
+                from reface.evaluate.utility import run_pipeline
+
+                original_out = run_pipeline(scan, ("deepbet",), ("gmm", "atropos"))
             for method in args.methods.split(","):
                 for seed in (int(s) for s in args.seeds.split(",")):
                     start = time.perf_counter()
                     result = run(method, scan, seed)
                     values = realism_pairs(scan, _as_scan(scan, result), result.regions)
+                    if args.utility:
+                        values.update(utility(original_out, scan, result))
                     rows.append((head, method, seed, time.perf_counter() - start, values))
                     cells = " ".join(f"{k[8:]}={values[k]:.4f}/{values[k + '_orig']:.4f}" for k in METRICS)
                     print(f"{head} {method} seed={seed} {rows[-1][3]:.0f}s {cells}", flush=True)
-    lines = ["| head | method | seeds | " + " | ".join(f"{m[8:]} (orig)" for m in METRICS) + " |",
-             "|---|---|---|" + "---|" * len(METRICS)]
+    extra = UTILITY if args.utility else ()
+    lines = ["| head | method | seeds | " + " | ".join(f"{m[8:]} (orig)" for m in METRICS)
+             + "".join(f" | {m}" for m in extra) + " |",
+             "|---|---|---|" + "---|" * (len(METRICS) + len(extra))]
     for head in heads:
         for method in args.methods.split(","):
             group = [r[4] for r in rows if r[0] == head and r[1] == method]
             cells = [f"{np.nanmean([g[m] for g in group]):.4f} ({np.nanmean([g[m + '_orig'] for g in group]):.4f})"
                      for m in METRICS]
+            cells += [f"{np.nanmean([g[m] for g in group]):.4f}" for m in extra]
             lines.append(f"| {head} | {method} | {len(group)} | " + " | ".join(cells) + " |")
     table = "\n".join(lines)
     print(table)

@@ -58,29 +58,28 @@ def refresh_air(data: np.ndarray, new: np.ndarray, input_head: np.ndarray, new_h
     out = np.array(new, np.float32, copy=True)
     if not air.any():
         return out
-    coarse = ndi.distance_transform_edt(~input_head[::COARSE, ::COARSE, ::COARSE],
-                                        sampling=[COARSE * float(z) for z in zooms])
-    index = np.ix_(*[np.minimum(np.arange(n) // COARSE, m - 1) for n, m in zip(data.shape, coarse.shape,
-                                                                                   strict=True)])
-    dist = coarse[index]
-    pool = (dist >= AIR_NEAR_MM) & ~input_head
-    values = data[pool]
+    step = (slice(None, None, COARSE),) * 3
+    dist = ndi.distance_transform_edt(~input_head[step], sampling=[COARSE * float(z) for z in zooms])
+    sample = data[step]
+    pool = (dist >= AIR_NEAR_MM) & ~input_head[step]
+    values = sample[pool]
     if values.size < MIN_AIR_VOXELS or np.mean(values == 0) > 0.5:
         out[air] = 0.0
         return out
-    pool &= data != 0
+    pool &= sample != 0
     band = np.digitize(dist, AIR_BINS_MM[1:-1])  # 0 .. len(AIR_BINS_MM) - 2; inside the head: band 0
-    samples = [data[pool & (band == b)] for b in range(len(AIR_BINS_MM) - 1)]
-    fallback = data[pool]
-    targets = band[air]
+    samples = [sample[pool & (band == b)] for b in range(len(AIR_BINS_MM) - 1)]
+    fallback = sample[pool]
+    where_air = np.nonzero(air)
+    targets = band[tuple(np.minimum(i // COARSE, n - 1) for i, n in zip(where_air, band.shape, strict=True))]
     drawn = np.empty(targets.size, np.float32)
-    for b, sample in enumerate(samples):
+    for b, values in enumerate(samples):
         where = targets == b
         if not where.any():
             continue
-        if sample.size < MIN_AIR_VOXELS:  # a band the input's field of view barely reaches
-            near = [s for s in samples[:b][::-1] if s.size >= MIN_AIR_VOXELS]
-            sample = near[0] if near else fallback
-        drawn[where] = sample[rng.integers(0, sample.size, int(where.sum()))]
-    out[air] = drawn
+        if values.size < MIN_AIR_VOXELS:  # a band the input's field of view barely reaches
+            near = [v for v in samples[:b][::-1] if v.size >= MIN_AIR_VOXELS]
+            values = near[0] if near else fallback
+        drawn[where] = values[rng.integers(0, values.size, int(where.sum()))]
+    out[where_air] = drawn
     return out

@@ -125,3 +125,13 @@ def test_similarity_part_keeps_rotation_size_and_centre_but_not_the_proportions(
     assert np.isclose(np.linalg.det(linear), np.linalg.det(matrix[:3, :3]))  # the same volume change
     assert np.allclose(sim @ [*centre, 1.0], matrix @ [*centre, 1.0])  # the same point at the brain's centre
     assert not np.allclose(linear, matrix[:3, :3], atol=0.02)  # and the proportions are gone
+
+
+def test_shipped_template_brain_mask_is_deepbets():
+    """The shipped mask of the mean head (resources.mean_head_brain) is what deepbet gives today."""
+    from reface.io import load_scan
+    from reface.masks import auto_brain_mask
+    from reface.resources import mean_head_path
+
+    fresh = auto_brain_mask(load_scan(mean_head_path()))
+    assert dice(atlas().brain, fresh) > 0.998

@@ -52,13 +52,14 @@ class Atlas:
 
 @lru_cache(maxsize=1)
 def atlas() -> Atlas:
-    """pydeface's mean head and a deepbet brain mask of it (computed once per process, ~3 s)."""
+    """pydeface's mean head and its shipped deepbet brain mask (resources.mean_head_brain)."""
     from ..io import load_scan
-    from ..masks import auto_brain_mask
-    from ..resources import mean_head_path
+    from ..resources import mean_head_brain, mean_head_path
 
     scan = load_scan(mean_head_path())
-    brain = auto_brain_mask(scan)
+    brain = mean_head_brain()
+    if brain.shape != scan.shape:
+        raise RefaceError(f"the shipped template brain mask {brain.shape} does not fit the mean head {scan.shape}")
     head = scan.data
     for a in (head, brain):
         a.setflags(write=False)

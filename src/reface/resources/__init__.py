@@ -39,6 +39,17 @@ def face_mask_path() -> Path:
     return _package_file("pydeface", "data", "facemask.nii.gz")
 
 
+def mean_head_brain() -> np.ndarray:
+    """deepbet's brain mask of pydeface's average head (bool, on its grid), shipped so that remodel does not
+    run deepbet on the template in every process (~7 s). Made with
+    `masks.auto_brain_mask(load_scan(mean_head_path()))` and stored as packed bits (np.packbits, no
+    pickle); tests/unit/test_prior.py checks it against a fresh deepbet run."""
+    path = Path(str(resources.files("reface.resources").joinpath("mean_head_brain.npz")))
+    with np.load(path, allow_pickle=False) as stored:
+        shape = tuple(int(n) for n in stored["shape"])
+        return np.unpackbits(stored["bits"], count=int(np.prod(shape))).reshape(shape).astype(bool)
+
+
 def default_model_path() -> Path:
     """The shipped default GAN checkpoint (safetensors; its JSON config sits beside it)."""
     return Path(str(resources.files("reface.resources").joinpath("default_model.safetensors")))
