@@ -16,7 +16,7 @@ from reface.errors import RefaceError
 from reface.io import load_scan
 from reface.masks import dice, make_regions
 from reface.model.data import intensity_scale
-from reface.model.prior import _demons, atlas, fitted_prior, match_contrast, quantile_mapper, similarity_part
+from reface.model.prior import _demons, atlas, fitted_prior, match_contrast, quantile_mapper
 from reface.phantom import phantom_image
 from reface.synth.deform import jacobian_determinant
 
@@ -105,26 +105,6 @@ def test_match_contrast_takes_the_subjects_histogram_and_leaves_the_preserved_re
     # monotone: the head's own ordering of intensities (its anatomy) is kept
     order = np.argsort(head[~preserved])
     assert np.all(np.diff(out[~preserved][order]) >= -1e-6)
-
-
-def test_similarity_part_keeps_rotation_size_and_centre_but_not_the_proportions():
-    """The face beyond the brain gets the atlas's proportions: the brain fit's anisotropy and shear are
-    dropped, its rotation, volume scale and position at the brain's centre are kept."""
-    rng = np.random.default_rng(3)
-    angle = 0.3
-    rotation = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
-    stretch = np.diag([1.15, 0.9, 1.05]) + 0.04 * rng.standard_normal((3, 3))
-    matrix = np.eye(4)
-    matrix[:3, :3] = rotation @ stretch
-    matrix[:3, 3] = [4.0, -7.0, 12.0]
-    centre = np.array([10.0, -20.0, 30.0])
-    sim = similarity_part(matrix, centre)
-    linear = sim[:3, :3]
-    scale = np.linalg.det(linear) ** (1 / 3)
-    assert np.allclose(linear.T @ linear, scale**2 * np.eye(3), atol=1e-9)  # a rotation times one scale
-    assert np.isclose(np.linalg.det(linear), np.linalg.det(matrix[:3, :3]))  # the same volume change
-    assert np.allclose(sim @ [*centre, 1.0], matrix @ [*centre, 1.0])  # the same point at the brain's centre
-    assert not np.allclose(linear, matrix[:3, :3], atol=0.02)  # and the proportions are gone
 
 
 def test_shipped_template_brain_mask_is_deepbets():

@@ -8,12 +8,6 @@ many people, never one person's face), placed by its brain, not by the patient's
      and scalp along so that they wrap the patient's brain (no template brain sticks out, no gap);
   3. intensities mapped onto the patient's by quantile matching of the two *brains*.
 Nothing outside the patient's brain mask is read, so the prior cannot carry the patient's face.
-
-Only the skull and scalp need the full fit. A brain's proportions (its 12-parameter affine and the demons
-warp) predict the face's proportions (width, height, depth), so beyond FACE_FROM_MM of the brain the fit
-fades, by FACE_TO_MM, into a similarity transform (rotation, translation, one scale): there the face has
-the population's proportions at the patient's size, and the seeded deformation (inference.py) makes them
-a new person's.
 """
 
 from __future__ import annotations
@@ -38,7 +32,6 @@ QUANTILES = np.linspace(1.0, 99.0, 99)
 MIN_BRAIN_DICE = 0.8
 HEAD_LEVEL = 0.1  # head vs air, normalised units (brain p99 = 1)
 SAMPLE = 500_000  # voxels enough for quantiles
-FACE_FROM_MM, FACE_TO_MM = 8.0, 30.0  # distance from the brain where the full fit fades into a similarity
 
 
 @dataclass(frozen=True)
@@ -169,12 +162,7 @@ def fitted_prior(volume: np.ndarray, brain: np.ndarray, grid: Grid, *, seed: int
     if dice(atlas_brain > 0.5, patient_brain > 0.5) < MIN_BRAIN_DICE:
         raise RefaceError("could not fit the template head to this brain (brain registration failed)")
     u = _demons(patient_brain, atlas_brain) * step  # in working voxels
-    dist = ndi.distance_transform_edt(patient_brain <= 0.5) * step * min(grid.spacing)
-    ramp = np.clip((dist - FACE_FROM_MM) / (FACE_TO_MM - FACE_FROM_MM), 0.0, 1.0)
-    fit = (1.0 - ramp * ramp * (3.0 - 2.0 * ramp)).astype(np.float32)  # 1 near the brain, 0 at the face
-    near = np.linalg.inv(ref.affine) @ matrix @ grid.affine
-    far = np.linalg.inv(ref.affine) @ similarity_part(matrix, _centroid(brain, grid.affine)) @ grid.affine
-    head, warped_brain = _sample_atlas(ref, near, u, grid.shape, far=far, fit=fit)
+    head, warped_brain = _sample_atlas(ref, np.linalg.inv(ref.affine) @ matrix @ grid.affine, u, grid.shape)
     both = warped_brain & brain
     if both.sum() < 1000:
         raise RefaceError("could not fit the template head to this brain (no overlap after warping)")
@@ -182,25 +170,8 @@ def fitted_prior(volume: np.ndarray, brain: np.ndarray, grid: Grid, *, seed: int
     return np.clip(mapping(head), 0.0, None)
 
 
-def similarity_part(matrix: np.ndarray, centre: np.ndarray) -> np.ndarray:
-    """The rotation, one scale and translation of an affine (polar decomposition), equal to it at `centre`."""
-    linear = matrix[:3, :3]
-    u, _s, vt = np.linalg.svd(linear)
-    rotation = u @ vt
-    if np.linalg.det(rotation) < 0:  # a reflection: keep it (the scale below takes its sign off)
-        rotation = -rotation
-    scale = abs(float(np.linalg.det(linear))) ** (1.0 / 3.0) * np.sign(np.linalg.det(linear))
-    out = np.eye(4)
-    out[:3, :3] = scale * rotation
-    out[:3, 3] = matrix[:3, :3] @ centre + matrix[:3, 3] - out[:3, :3] @ centre
-    return out
-
-
-def _sample_atlas(ref: Atlas, to_atlas: np.ndarray, u_coarse: np.ndarray, shape: tuple[int, int, int], *,
-                  far: np.ndarray | None = None, fit: np.ndarray | None = None):
-    """Atlas head and brain at working voxel x -> to_atlas @ (x + u(x)), u upsampled from its coarse grid.
-
-    With `far` and `fit` (coarse, in [0, 1]): fit * to_atlas @ (x + u) + (1 - fit) * far @ x."""
+def _sample_atlas(ref: Atlas, to_atlas: np.ndarray, u_coarse: np.ndarray, shape: tuple[int, int, int]):
+    """Atlas head and brain at working voxel x -> to_atlas @ (x + u(x)), u upsampled from its coarse grid."""
     import torch
     import torch.nn.functional as F
 
@@ -212,11 +183,6 @@ def _sample_atlas(ref: Atlas, to_atlas: np.ndarray, u_coarse: np.ndarray, shape:
         x = torch.stack(torch.meshgrid(*[torch.arange(n, dtype=torch.float32) for n in shape], indexing="ij"))
         a = torch.from_numpy(to_atlas.astype(np.float32))
         vox = torch.einsum("ij,jxyz->xyzi", a[:3, :3], x + up(u_coarse)) + a[:3, 3]
-        if far is not None and fit is not None:
-            w = up(fit[None])[0][..., None]
-            b = torch.from_numpy(far.astype(np.float32))
-            vox = w * vox + (1.0 - w) * (torch.einsum("ij,jxyz->xyzi", b[:3, :3], x) + b[:3, 3])
-            del w
         del x
         # grid_sample wants (W, H, D) = (k, j, i) order in [-1, 1] (align_corners=True: -1/1 are the end voxels)
         sizes = torch.tensor(ref.head.shape, dtype=torch.float32)
