@@ -14,6 +14,7 @@ COARSE = 2  # voxels: the air sample is read on every 2nd voxel
 AIR_NEAR_MM, AIR_FAR_MM = 6.0, 30.0  # the input's air sample: this far outside its head
 MIN_AIR_VOXELS = 200
 HEAD_CLEARANCE_VOX = 2  # the generated head's partial-volume edge is kept as it was resampled
+EDGE_VOXELS = 3  # the air sample starts at least this many voxels outside the input's head
 
 
 def background_sampler(norm: np.ndarray, input_head: np.ndarray, inside: np.ndarray | None = None, *,
@@ -61,13 +62,16 @@ def refresh_air(data: np.ndarray, new: np.ndarray, input_head: np.ndarray, new_h
     step = (slice(None, None, COARSE),) * 3
     dist = ndi.distance_transform_edt(~input_head[step], sampling=[COARSE * float(z) for z in zooms])
     sample = data[step]
-    pool = (dist >= AIR_NEAR_MM) & ~input_head[step]
+    # the head's partial-volume edge reaches ~2 voxels out: on a coarse scan (4 mm) 6 mm is still the edge
+    near = max(AIR_NEAR_MM, EDGE_VOXELS * max(float(z) for z in zooms))
+    pool = (dist >= near) & ~input_head[step]
     values = sample[pool]
     if values.size < MIN_AIR_VOXELS or np.mean(values == 0) > 0.5:
         out[air] = 0.0
         return out
     pool &= sample != 0
-    band = np.digitize(dist, AIR_BINS_MM[1:-1])  # 0 .. len(AIR_BINS_MM) - 2; inside the head: band 0
+    # 0 .. len(AIR_BINS_MM) - 2; voxels nearer than `near` (or inside the head) take the band at `near`
+    band = np.digitize(np.maximum(dist, near), AIR_BINS_MM[1:-1])
     samples = [sample[pool & (band == b)] for b in range(len(AIR_BINS_MM) - 1)]
     fallback = sample[pool]
     where_air = np.nonzero(air)
