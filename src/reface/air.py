@@ -15,6 +15,7 @@ AIR_NEAR_MM, AIR_FAR_MM = 6.0, 30.0  # the input's air sample: this far outside 
 MIN_AIR_VOXELS = 200
 HEAD_CLEARANCE_VOX = 2  # the generated head's partial-volume edge is kept as it was resampled
 EDGE_VOXELS = 3  # the air sample starts at least this many voxels outside the input's head
+AIR_BINS_MM = (AIR_NEAR_MM, 12.0, 20.0, 30.0, 45.0, 70.0, np.inf)  # distance bands from the input's head
 
 
 def background_sampler(norm: np.ndarray, input_head: np.ndarray, inside: np.ndarray | None = None, *,
@@ -43,9 +44,6 @@ def background_sampler(norm: np.ndarray, input_head: np.ndarray, inside: np.ndar
         return values[rng.integers(0, values.size, n)]
 
     return draw
-
-
-AIR_BINS_MM = (AIR_NEAR_MM, 12.0, 20.0, 30.0, 45.0, 70.0, np.inf)  # distance bands from the input's head
 
 
 def refresh_air(data: np.ndarray, new: np.ndarray, input_head: np.ndarray, new_head: np.ndarray,
@@ -77,13 +75,13 @@ def refresh_air(data: np.ndarray, new: np.ndarray, input_head: np.ndarray, new_h
     where_air = np.nonzero(air)
     targets = band[tuple(np.minimum(i // COARSE, n - 1) for i, n in zip(where_air, band.shape, strict=True))]
     drawn = np.empty(targets.size, np.float32)
-    for b, values in enumerate(samples):
+    for b, band_values in enumerate(samples):
         where = targets == b
         if not where.any():
             continue
-        if values.size < MIN_AIR_VOXELS:  # a band the input's field of view barely reaches
-            near = [v for v in samples[:b][::-1] if v.size >= MIN_AIR_VOXELS]
-            values = near[0] if near else fallback
-        drawn[where] = values[rng.integers(0, values.size, int(where.sum()))]
+        if band_values.size < MIN_AIR_VOXELS:  # a band the input's field of view barely reaches
+            nearer = [v for v in samples[:b][::-1] if v.size >= MIN_AIR_VOXELS]
+            band_values = nearer[0] if nearer else fallback
+        drawn[where] = band_values[rng.integers(0, band_values.size, int(where.sum()))]
     out[where_air] = drawn
     return out

@@ -175,14 +175,13 @@ def _sample_atlas(ref: Atlas, to_atlas: np.ndarray, u_coarse: np.ndarray, shape:
     import torch
     import torch.nn.functional as F
 
-    def up(a: np.ndarray) -> torch.Tensor:
-        return F.interpolate(torch.from_numpy(np.ascontiguousarray(a, np.float32))[None], size=shape,
-                             mode="trilinear", align_corners=False)[0]
-
     with torch.inference_mode():
+        u = F.interpolate(torch.from_numpy(u_coarse)[None], size=shape, mode="trilinear", align_corners=False)[0]
         x = torch.stack(torch.meshgrid(*[torch.arange(n, dtype=torch.float32) for n in shape], indexing="ij"))
+        x += u
+        del u
         a = torch.from_numpy(to_atlas.astype(np.float32))
-        vox = torch.einsum("ij,jxyz->xyzi", a[:3, :3], x + up(u_coarse)) + a[:3, 3]
+        vox = torch.einsum("ij,jxyz->xyzi", a[:3, :3], x) + a[:3, 3]
         del x
         # grid_sample wants (W, H, D) = (k, j, i) order in [-1, 1] (align_corners=True: -1/1 are the end voxels)
         sizes = torch.tensor(ref.head.shape, dtype=torch.float32)
