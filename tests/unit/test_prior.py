@@ -115,3 +115,22 @@ def test_shipped_template_brain_mask_is_deepbets():
 
     fresh = auto_brain_mask(load_scan(mean_head_path()))
     assert dice(atlas().brain, fresh) > 0.998
+
+
+def test_shipped_template_head_mask_is_recomputed_and_cuts_the_ghost_frame():
+    """The shipped head mask of the mean head is today's head_mask grown by 2 voxels, and the template is cut
+    to it: the faint frame in the air in front of the average face is gone, the head itself is untouched."""
+    from reface.io import load_scan
+    from reface.masks import head_mask
+    from reface.resources import mean_head_mask, mean_head_path
+
+    raw = load_scan(mean_head_path()).data
+    shipped = mean_head_mask()
+    assert np.array_equal(shipped, ndi.binary_dilation(head_mask(raw), iterations=2))
+    head = atlas().head
+    level = float(np.percentile(raw, 99))
+    frame = ~ndi.binary_dilation(shipped, iterations=3) & (raw > 0.1 * level)
+    assert frame.sum() > 10_000  # the average does hold such a frame
+    assert float(head[frame].max()) < 0.01 * level
+    core = ndi.binary_erosion(shipped, iterations=5)
+    assert np.allclose(head[core], raw[core], rtol=5e-3)

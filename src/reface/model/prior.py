@@ -45,15 +45,19 @@ class Atlas:
 
 @lru_cache(maxsize=1)
 def atlas() -> Atlas:
-    """pydeface's mean head and its shipped deepbet brain mask (resources.mean_head_brain)."""
+    """pydeface's mean head, cut to its own head mask, and its shipped deepbet brain mask.
+
+    The cut (a soft edge, sigma 1 voxel, outside the shipped head mask) removes the average's ghost frame in
+    front of the face: matched to a subject's contrast and given a skin shell, it became a horseshoe tube
+    around the eyes and bumps on the forehead."""
     from ..io import load_scan
-    from ..resources import mean_head_brain, mean_head_path
+    from ..resources import mean_head_brain, mean_head_mask, mean_head_path
 
     scan = load_scan(mean_head_path())
-    brain = mean_head_brain()
-    if brain.shape != scan.shape:
-        raise RefaceError(f"the shipped template brain mask {brain.shape} does not fit the mean head {scan.shape}")
-    head = scan.data
+    brain, inside = mean_head_brain(), mean_head_mask()
+    if brain.shape != scan.shape or inside.shape != scan.shape:
+        raise RefaceError(f"the shipped template masks {brain.shape} do not fit the mean head {scan.shape}")
+    head = (scan.data * ndi.gaussian_filter(inside.astype(np.float32), 1.0)).astype(np.float32)
     for a in (head, brain):
         a.setflags(write=False)
     return Atlas(head=head, brain=brain, affine=scan.affine)

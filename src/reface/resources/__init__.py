@@ -39,15 +39,30 @@ def face_mask_path() -> Path:
     return _package_file("pydeface", "data", "facemask.nii.gz")
 
 
-def mean_head_brain() -> np.ndarray:
-    """deepbet's brain mask of pydeface's average head (bool, on its grid), shipped so that remodel does not
-    run deepbet on the template in every process (~7 s). Made with
-    `masks.auto_brain_mask(load_scan(mean_head_path()))` and stored as packed bits (np.packbits, no
-    pickle); tests/unit/test_prior.py checks it against a fresh deepbet run."""
-    path = Path(str(resources.files("reface.resources").joinpath("mean_head_brain.npz")))
+def _packed_mask(name: str) -> np.ndarray:
+    """A bool mask stored as packed bits with its shape (np.packbits in an .npz, no pickle)."""
+    path = Path(str(resources.files("reface.resources").joinpath(name)))
     with np.load(path, allow_pickle=False) as stored:
         shape = tuple(int(n) for n in stored["shape"])
         return np.unpackbits(stored["bits"], count=int(np.prod(shape))).reshape(shape).astype(bool)
+
+
+def mean_head_brain() -> np.ndarray:
+    """deepbet's brain mask of pydeface's average head (bool, on its grid), shipped so that remodel does not
+    run deepbet on the template in every process (~7 s). Made with
+    `masks.auto_brain_mask(load_scan(mean_head_path()))`; tests/unit/test_prior.py checks it against a
+    fresh deepbet run."""
+    return _packed_mask("mean_head_brain.npz")
+
+
+def mean_head_mask() -> np.ndarray:
+    """The average head's own head mask, grown by 2 voxels (bool, on its grid; ~3 s to compute, so shipped).
+
+    The average holds a faint frame of ghost edges in the air in front of its face (the borders of the
+    faces it averaged); remodel's template is cut to this mask so the frame does not become tissue. Made
+    with `ndi.binary_dilation(masks.head_mask(load_scan(mean_head_path()).data), iterations=2)`;
+    tests/unit/test_prior.py recomputes it."""
+    return _packed_mask("mean_head_mask.npz")
 
 
 def default_model_path() -> Path:
