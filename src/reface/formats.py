@@ -16,9 +16,10 @@ from pathlib import Path
 import nibabel as nib
 import nibabel.parrec  # noqa: F401  (nib.parrec is not imported by nibabel itself)
 import numpy as np
+from nibabel.arrayproxy import ArrayProxy
 from nibabel.freesurfer.mghformat import MGHHeader
 from nibabel.tripwire import TripWireError
-from nibabel.volumeutils import array_to_file
+from nibabel.volumeutils import apply_read_scaling, array_to_file
 
 from .errors import RefaceError
 
@@ -68,8 +69,10 @@ def _missing_partner(path: Path) -> str | None:
     return None
 
 
-def read_image(path: Path) -> nib.spatialimages.SpatialImage:
-    """Load any image nibabel knows and read its data now, so every failure is one RefaceError here."""
+def read_image(path: Path) -> tuple[nib.spatialimages.SpatialImage, np.ndarray]:
+    """Load any image nibabel knows and read its data now, so every failure is one RefaceError here.
+
+    Returns the image and the array read (see `_load_now`), so callers do not decompress the file again."""
     partner = _missing_partner(path)
     if partner is not None:
         raise RefaceError(partner)
@@ -78,7 +81,7 @@ def read_image(path: Path) -> nib.spatialimages.SpatialImage:
     try:
         with warnings.catch_warnings():  # nibabel's UserWarnings would break the one-line promise
             warnings.simplefilter("ignore")
-            img = _load_now(path)
+            img, data = _load_now(path)
     except RefaceError:
         raise
     except (ModuleNotFoundError, TripWireError) as error:
@@ -93,7 +96,7 @@ def read_image(path: Path) -> nib.spatialimages.SpatialImage:
         if len(reason) > 200:
             reason = reason[:197] + "..."
         raise RefaceError(f"cannot read {path} ({type(error).__name__}: {reason})") from error
-    return img
+    return img, data
 
 
 def _is_dicom_file(path: Path) -> bool:
@@ -106,19 +109,28 @@ def _is_dicom_file(path: Path) -> bool:
         return False
 
 
-def _load_now(path: Path) -> nib.spatialimages.SpatialImage:
-    """nib.load plus a full read of the data, so truncated or corrupt data fails here and not later."""
+def _load_now(path: Path) -> tuple[nib.spatialimages.SpatialImage, np.ndarray]:
+    """nib.load plus a full read of the data, so truncated or corrupt data fails here and not later.
+
+    The array is the on-disk (unscaled) values where the proxy has them, else the proxy's scaled array."""
     img = nib.load(str(path))
     if not isinstance(img, nib.spatialimages.SpatialImage) or len(img.shape) < 1:
         raise RefaceError(f"{path}: not a volume image ({type(img).__name__})")
     if isinstance(img, nib.cifti2.Cifti2Image):
         raise RefaceError(f"{path}: CIFTI file (surface/grayordinate data), not a 3D volume")
     proxy = img.dataobj
-    if hasattr(proxy, "get_unscaled"):
-        proxy.get_unscaled()
-    else:
-        np.asanyarray(proxy)
-    return img
+    data = proxy.get_unscaled() if hasattr(proxy, "get_unscaled") else np.asanyarray(proxy)
+    return img, np.asarray(data)
+
+
+def scaled_array(img, data: np.ndarray) -> np.ndarray:
+    """What `np.asanyarray(img.dataobj)` gives, from the array `read_image` returned with `img`."""
+    proxy = img.dataobj
+    if not hasattr(proxy, "get_unscaled"):
+        return data
+    if not isinstance(proxy, ArrayProxy):  # per-slice scaling (PAR/REC): let the proxy scale it
+        return np.asarray(np.asanyarray(proxy))
+    return np.asarray(apply_read_scaling(data, np.asanyarray(proxy.slope), np.asanyarray(proxy.inter)))
 
 
 def image_kind(img) -> str:
@@ -136,12 +148,17 @@ def image_kind(img) -> str:
     return type(img).__name__
 
 
-def raw_and_scaling(img) -> tuple[np.ndarray, float, float]:
-    """On-disk values plus one slope/intercept; formats with per-slice scaling become float32."""
+def raw_and_scaling(img, data: np.ndarray | None = None) -> tuple[np.ndarray, float, float]:
+    """On-disk values plus one slope/intercept; formats with per-slice scaling become float32.
+
+    `data`: the array `read_image` returned with `img` (not read again)."""
     kind = image_kind(img)
     if kind in ("nifti", "analyze", "mgh"):
         proxy = img.dataobj
-        raw = np.asanyarray(proxy.get_unscaled() if hasattr(proxy, "get_unscaled") else proxy)
+        if data is None:
+            raw = np.asanyarray(proxy.get_unscaled() if hasattr(proxy, "get_unscaled") else proxy)
+        else:
+            raw = data
         slope = getattr(img.dataobj, "slope", None)
         inter = getattr(img.dataobj, "inter", None)
         if slope is None:

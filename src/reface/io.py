@@ -40,8 +40,15 @@ class Scan:
     def data(self) -> np.ndarray:
         """Scaled intensities as float32 (what a viewer shows)."""
         if self._data is None:
-            self._data = (self.raw.astype(np.float64) * self.slope + self.inter).astype(np.float32)
+            if self._unscaled_is_data():
+                self._data = self.raw.astype(np.float32)
+            else:
+                self._data = (self.raw.astype(np.float64) * self.slope + self.inter).astype(np.float32)
         return self._data
+
+    def _unscaled_is_data(self) -> bool:
+        """Integer voxels without scaling: float32(raw) is exactly what the float64 route gives (one rounding)."""
+        return np.issubdtype(self.raw.dtype, np.integer) and (self.slope, self.inter) == (1.0, 0.0)
 
     @property
     def zooms(self) -> tuple[float, float, float]:
@@ -69,8 +76,10 @@ def load_scan(path: str | os.PathLike, *, volume: int | None = None) -> Scan:
     path = Path(path)
     if not path.exists():
         raise RefaceError(f"input not found: {path}")
-    img = _load_dicom_series(path) if path.is_dir() else formats.read_image(path)
-    return _scan_from_image(img, str(path), volume=volume)
+    if path.is_dir():
+        return _scan_from_image(_load_dicom_series(path), str(path), volume=volume)
+    img, data = formats.read_image(path)
+    return _scan_from_image(img, str(path), volume=volume, data=data)
 
 
 def _load_dicom_series(folder: Path) -> nib.Nifti1Image:
@@ -91,9 +100,9 @@ def _load_dicom_series(folder: Path) -> nib.Nifti1Image:
     return img
 
 
-def _scan_from_image(img, source: str, *, volume: int | None = None) -> Scan:
+def _scan_from_image(img, source: str, *, volume: int | None = None, data: np.ndarray | None = None) -> Scan:
     kind = formats.image_kind(img)
-    raw, slope, inter = formats.raw_and_scaling(img)
+    raw, slope, inter = formats.raw_and_scaling(img, data)
     if not raw.dtype.isnative:  # MGH is big-endian on disk: same values, native order in memory
         raw = raw.astype(raw.dtype.newbyteorder("="))
     disk_shape = tuple(int(s) for s in raw.shape)
@@ -147,7 +156,8 @@ def _three_d_shape(shape: tuple[int, ...], source: str) -> tuple[int, int, int]:
 def validate_scan(scan: Scan) -> None:
     """Refuse inputs that no method can de-identify safely."""
     data = scan.data
-    if not np.all(np.isfinite(data)):
+    # integers without scaling are finite (float32 holds every int64 magnitude)
+    if not scan._unscaled_is_data() and not np.all(np.isfinite(data)):
         bad = int(np.count_nonzero(~np.isfinite(data)))
         raise RefaceError(f"{scan.source}: image has {bad} NaN/Inf voxels")
     if not np.any(data != data.flat[0]):
@@ -247,8 +257,8 @@ def load_mask(path: str | os.PathLike, scan: Scan) -> np.ndarray:
     """Read a user-given mask that must lie on the scan's grid."""
     if not Path(path).exists():
         raise RefaceError(f"brain mask not found: {path}")
-    mask_scan_img = formats.read_image(Path(path))  # any format: FreeSurfer's brainmask.mgz works as well
-    data = np.asanyarray(mask_scan_img.dataobj)
+    mask_scan_img, data = formats.read_image(Path(path))  # any format: FreeSurfer's brainmask.mgz works as well
+    data = formats.scaled_array(mask_scan_img, data)
     data = data.reshape(_three_d_shape(tuple(data.shape), str(path)))
     if data.shape != scan.shape or not np.allclose(mask_scan_img.affine, scan.affine, atol=1e-3):
         message = f"brain mask {path} is not on the input's grid (shape {data.shape} vs {scan.shape})"
