@@ -3,9 +3,13 @@
 - Its own noisy air: no voxel well outside both heads (the input's and the remodeled one) gains signal
   beyond the input's own air noise, and the air keeps the input's spread.
 - The same head with its air zeroed (as some scanners and converters store it): that air stays exactly 0.
+- A defaced head (by `deface`, by `shear`, or pydeface's mean head with its shipped face mask zeroed) gets
+  a head back: remodel regrows the tissue the defacer removed, and nothing far outside the original head.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import nibabel as nib
 import numpy as np
@@ -16,6 +20,7 @@ from reface.deidentify import deidentify
 from reface.io import load_scan
 from reface.masks import head_mask, make_regions
 from reface.realheads import load_real_head
+from reface.resources import face_mask_path
 
 
 @pytest.fixture(scope="module")
@@ -60,3 +65,26 @@ def test_remodel_keeps_a_real_heads_zero_air_exactly_zero(robex):
     before = scan.data[far]
     assert np.mean(before == 0) > 0.99  # (a few voxels of the neck's cut in the bottom slice are not air)
     assert np.all(out[far][before == 0] == 0)  # the zero air stays exactly zero
+
+
+@pytest.mark.parametrize("name, how", [("robex", "deface"), ("robex", "shear"), ("pydeface-mean", "facemask")])
+def test_remodel_gives_a_defaced_head_its_face_back(tmp_path, name, how):
+    head = load_real_head(name)
+    path = tmp_path / f"{name}.nii.gz"
+    nib.save(head.image, path)
+    scan = load_scan(path)
+    if how == "facemask":  # what pydeface does: zero the voxels outside its face mask's keep region
+        keep = np.asanyarray(nib.load(str(face_mask_path())).dataobj).reshape(scan.shape) > 0
+        raw = np.where(keep, scan.raw, 0).astype(scan.raw.dtype)
+    else:
+        raw = deidentify(scan, how, brain=head.brain).raw
+    defaced = dataclasses.replace(scan, raw=raw, _data=None)
+    before = head_mask(scan.data)
+    removed = before & ~head_mask(defaced.data)
+    voxel_ml = float(np.prod(scan.zooms)) / 1000.0
+    assert removed.sum() * voxel_ml > 100  # the defacer took the face off
+    out = deidentify(defaced, "remodel", seed=0, brain=head.brain).data
+    after = head_mask(out)
+    assert after[removed].mean() > 0.7  # a face grows back where it was removed
+    far = ~ndi.binary_dilation(before, iterations=int(round(10.0 / min(scan.zooms))))
+    assert (after & far).sum() * voxel_ml < 20  # and no tissue 10 mm beyond the original head
