@@ -119,7 +119,7 @@ def check_brain(brain: np.ndarray, scan: Scan, *, given: bool = False) -> list[s
     for axis in range(3):
         area = float(np.prod(scan.zooms)) / float(scan.zooms[axis])
         for high in (False, True):
-            cut = float(np.take(brain, -1 if high else 0, axis=axis).sum()) * area
+            cut = float(np.count_nonzero(brain[(slice(None),) * axis + (-1 if high else 0,)])) * area
             if cut <= MAX_EDGE_AREA_MM2 or is_inferior(scan.affine, axis, high):
                 continue
             side = face_name(scan.affine, axis, high)
@@ -189,7 +189,7 @@ def _shifted(n: int, d: int) -> tuple[slice, slice]:
 
 def head_mask(volume: np.ndarray) -> np.ndarray:
     """Foreground (head) mask: Otsu-like threshold on a smoothed volume, largest component, holes filled."""
-    smooth = ndi.gaussian_filter(volume.astype(np.float32), 1.0)
+    smooth = ndi.gaussian_filter(np.asarray(volume, np.float32), 1.0)  # no copy of a float32 volume
     positive = smooth[smooth > 0]
     if positive.size == 0:
         return np.zeros(volume.shape, bool)
@@ -205,9 +205,37 @@ def head_mask(volume: np.ndarray) -> np.ndarray:
     # straight through more background, exactly as on the whole grid.
     box = tuple(slice(max(0, s.start - 3), min(size, s.stop + 3))
                 for s, size in zip(ndi.find_objects(labels)[label - 1], volume.shape, strict=True))
-    fg = ndi.binary_closing(labels[box] == label, iterations=2)
+    fg = _closing(labels[box] == label, iterations=2)
     out = np.zeros(volume.shape, bool)
     out[box] = _fill_holes_slicewise(fg)
+    return out
+
+
+def _closing(mask: np.ndarray, iterations: int) -> np.ndarray:
+    """`ndi.binary_closing(mask, iterations=...)` (6-neighbour cross, border 0) by shifted ORs and ANDs."""
+    out = mask
+    for _ in range(iterations):
+        out = _cross_step(out, grow=True)
+    for _ in range(iterations):
+        out = _cross_step(out, grow=False)
+    return out
+
+
+def _cross_step(mask: np.ndarray, *, grow: bool) -> np.ndarray:
+    """One dilation (grow) or erosion by the 6-neighbour cross; beyond the array counts as background."""
+    out = mask.copy()
+    for axis in range(mask.ndim):
+        head, tail = [slice(None)] * mask.ndim, [slice(None)] * mask.ndim
+        head[axis], tail[axis] = slice(1, None), slice(None, -1)
+        head, tail = tuple(head), tuple(tail)
+        if grow:
+            out[head] |= mask[tail]
+            out[tail] |= mask[head]
+        else:
+            out[head] &= mask[tail]
+            out[tail] &= mask[head]
+            out[(slice(None),) * axis + (0,)] = False
+            out[(slice(None),) * axis + (-1,)] = False
     return out
 
 
@@ -226,7 +254,7 @@ def _fill_holes(mask: np.ndarray, axes: tuple[int, ...] = (0, 1, 2)) -> np.ndarr
     outside[0] = True  # label 0: the mask itself
     for axis in axes:
         for end in (0, -1):
-            outside[np.unique(np.take(labels, end, axis=axis))] = True
+            outside[labels[(slice(None),) * axis + (end,)]] = True
     return mask | ~outside[labels]
 
 

@@ -12,7 +12,7 @@ from scipy import ndimage as ndi
 
 from reface import geometry
 from reface.io import load_scan
-from reface.masks import _fill_holes, _fill_holes_slicewise, _otsu, grow, head_mask, make_regions
+from reface.masks import _closing, _fill_holes, _fill_holes_slicewise, _otsu, grow, head_mask, make_regions
 from reface.methods.shear import cut_region, profile_points, shear, shear_input_grid, shear_line
 from reface.phantom import phantom_image
 
@@ -34,6 +34,14 @@ def test_grow_equals_full_distance_transform():
         margin = float(rng.uniform(0.5, 7.0))
         full = ndi.distance_transform_edt(~mask, sampling=zooms) <= margin
         assert np.array_equal(grow(mask, margin, zooms), full)
+
+
+def test_closing_equals_scipy():
+    for mask, _ in _random_masks(3, 30):
+        for iterations in (1, 2, 3):
+            assert np.array_equal(_closing(mask, iterations), ndi.binary_closing(mask, iterations=iterations))
+    thin = np.ones((1, 4, 5), bool)
+    assert np.array_equal(_closing(thin, 2), ndi.binary_closing(thin, iterations=2))
 
 
 def test_grow_of_empty_mask_is_empty():
