@@ -43,15 +43,62 @@ def working_grid(centre_world: np.ndarray, shape: tuple[int, int, int] = WORK_SH
 
 
 def grid_for_brain(brain: np.ndarray, affine: np.ndarray, shape: tuple[int, int, int] = WORK_SHAPE) -> Grid:
-    """Place the working grid from the brain mask's centroid (robust to field of view and neck)."""
+    """Place the working grid from the brain mask's centroid (robust to field of view and neck).
+
+    On an axis-aligned input with the working spacing (1 mm RAS, LAS, LIA, ...) the grid is moved by under
+    half a voxel onto the input's own voxel centres, so resampling there and back is an exact copy."""
     ijk = np.array(ndi.center_of_mass(brain), dtype=float)
-    centre = affine[:3, :3] @ ijk + affine[:3, 3]
-    return working_grid(centre + CENTRE_OFFSET_MM, shape)
+    centre = affine[:3, :3] @ ijk + affine[:3, 3] + CENTRE_OFFSET_MM
+    if _lattice_map(np.diag([WORK_SPACING_MM] * 3 + [1.0]), affine, tol_offset=np.inf) is not None:
+        half = (np.array(shape) - 1) / 2.0 * WORK_SPACING_MM
+        inverse = np.linalg.inv(affine)
+        origin = affine[:3, :3] @ np.rint(inverse[:3, :3] @ (centre - half) + inverse[:3, 3]) + affine[:3, 3]
+        centre = origin + half
+    return working_grid(centre, shape)
+
+
+def _lattice_map(dst_affine: np.ndarray, src_affine: np.ndarray, *, tol_offset: float = 1e-4):
+    """(axes, signs, offsets) when every dst voxel centre is a src voxel centre (a signed axis permutation
+    and an integer shift: src index along axes[d] = signs[d] * i_d + offsets[d]); else None."""
+    mapping = np.linalg.inv(np.asarray(src_affine, np.float64)) @ np.asarray(dst_affine, np.float64)
+    linear, offset = mapping[:3, :3], mapping[:3, 3]
+    rounded = np.rint(linear)
+    if not np.allclose(linear, rounded, atol=1e-6) or not np.allclose(np.abs(rounded).sum(axis=0), 1):
+        return None
+    axes = [int(np.flatnonzero(rounded[:, d])[0]) for d in range(3)]
+    if sorted(axes) != [0, 1, 2] or not np.all(np.abs(offset - np.rint(offset)) <= tol_offset):
+        return None
+    signs = [int(rounded[axes[d], d]) for d in range(3)]
+    return axes, signs, [int(np.rint(offset[axes[d]])) for d in range(3)]
+
+
+def _lattice_copy(data: np.ndarray, lattice, shape: tuple[int, int, int], cval: float) -> np.ndarray:
+    """`resample` for a lattice map: slicing, exact, no interpolation."""
+    axes, signs, offsets = lattice
+    src = np.asarray(data).transpose(axes)  # src axis axes[d] -> output axis d
+    out = np.full(shape, cval, np.float32)
+    dst_index, src_index = [], []
+    for d in range(3):
+        j = signs[d] * np.arange(shape[d]) + offsets[d]
+        valid = np.flatnonzero((j >= 0) & (j < src.shape[d]))
+        if valid.size == 0:
+            return out
+        lo, hi = int(valid[0]), int(valid[-1])
+        dst_index.append(slice(lo, hi + 1))
+        first, last = int(j[lo]), int(j[hi])
+        step = signs[d]
+        stop = last + step if last + step >= 0 else None
+        src_index.append(slice(first, stop, step))
+    out[tuple(dst_index)] = src[tuple(src_index)]
+    return out
 
 
 def resample(data: np.ndarray, src_affine: np.ndarray, dst: Grid, *, order: int = 1,
              cval: float = 0.0) -> np.ndarray:
     """Resample `data` (on src_affine) onto grid `dst` (voxel centres mapped through world space)."""
+    lattice = _lattice_map(dst.affine, src_affine)
+    if lattice is not None:  # every dst voxel centre is a src voxel centre: interpolation would copy
+        return _lattice_copy(data, lattice, dst.shape, cval)
     mapping = np.linalg.inv(src_affine) @ dst.affine  # dst voxel -> src voxel
     linear = mapping[:3, :3]
     if np.allclose(linear, np.diag(np.diag(linear)), atol=1e-9):
