@@ -41,14 +41,19 @@ train-default: $(STAMP)
 	scripts/train_default.sh
 
 # The paper-style privacy/utility comparison: 50 synthetic identities x every method (quickshear included)
-# plus the real-head panel -> eval_out/report.html. Resumes where it stopped; ~10 h on one core.
+# plus the real-head panel -> eval_out/report.html. Atropos (~1 min a scan on one core) runs on the first
+# EVAL_YARDSTICK synthetic subjects and the real heads; deepbet + GMM on all. Resumes where it stopped;
+# ~2.5 h with EVAL_JOBS=2 on 2 cores. Longer than a session? `scripts/eval_state.py pack eval_out docs/eval50`
+# keeps what is needed to resume elsewhere (`... unpack docs/eval50 eval_out`, then `make evaluate` again).
 EVAL_SUBJECTS ?= 50
 EVAL_JOBS ?= 1
+EVAL_YARDSTICK ?= 8
+EVAL_METHODS ?= none,remodel,shear,quickshear,deface,template,blur
 evaluate: $(STAMP)
 	test -f data/synth50/participants.tsv || $(MAKE) synth
 	OMP_NUM_THREADS=1 $(VENV)/bin/reface evaluate --data data/synth50 --out eval_out --subjects $(EVAL_SUBJECTS) \
-		--jobs $(EVAL_JOBS) --extractors deepbet --segmenters gmm,atropos \
-		--methods none,shear,quickshear,deface,blur,template,remodel
+		--jobs $(EVAL_JOBS) --extractors deepbet --segmenters gmm,atropos --yardstick-subjects $(EVAL_YARDSTICK) \
+		--methods $(EVAL_METHODS)
 
 realworld: $(STAMP)
 	$(PY) scripts/realworld.py --out realworld_out --markdown docs/realworld.md

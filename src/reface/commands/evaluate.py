@@ -38,7 +38,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--segmenters",
         default="gmm",
         help="tissue segmenters for the utility pipeline, comma-separated: gmm,atropos (default gmm; "
-        "atropos = ANTs Atropos with an MRF prior, ~5-10 s per scan)",
+        "atropos = ANTs Atropos with an MRF prior, ~30-60 s per scan on one core)",
+    )
+    parser.add_argument(
+        "--yardstick-subjects",
+        type=int,
+        default=None,
+        metavar="N",
+        help="run the extractors and segmenters after the first only on the first N synthetic subjects "
+        "and the real heads (default: on every subject); for costly yardsticks such as atropos or hdbet",
     )
     parser.add_argument(
         "--utility-cmd",
@@ -118,6 +126,8 @@ def main(args: argparse.Namespace) -> int:
             raise RefaceError(
                 f"--subjects must be at least 2 (identification needs impostors), got {args.subjects}"
             )
+        if args.yardstick_subjects is not None and args.yardstick_subjects < 0:
+            raise RefaceError(f"--yardstick-subjects must be at least 0, got {args.yardstick_subjects}")
         if args.render_size < 32:
             raise RefaceError(f"--render-size must be at least 32, got {args.render_size}")
         cfg = EvalConfig(
@@ -130,6 +140,7 @@ def main(args: argparse.Namespace) -> int:
             render_size=args.render_size,
             extractors=extractors,
             segmenters=segmenters,
+            yardstick_subjects=args.yardstick_subjects,
             utility_cmds=commands,
             attackers=attackers,
             panel=panel,

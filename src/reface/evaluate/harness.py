@@ -68,6 +68,7 @@ class EvalConfig:
     render_size: int = 256
     extractors: tuple[str, ...] = ("deepbet",)
     segmenters: tuple[str, ...] = ("gmm",)  # utility.SEGMENTERS; the first one gives `utility_dice`
+    yardstick_subjects: int | None = None  # extractors/segmenters after the first: first N synthetic + real
     utility_cmds: tuple[Any, ...] = ()  # usercmd.UserCommand: user pipelines run on original and output
     attackers: tuple[str, ...] = DEFAULT_ATTACKERS
     views: tuple[str, ...] = VIEWS
@@ -92,6 +93,23 @@ class Job:
     kind: str  # "prepare" (gallery + original pipeline) or "method"
     subject: Subject
     method: str = ""
+    full: bool = True  # every extractor and segmenter (False: only the first of each, see yardstick_subjects)
+    attack: bool = True  # prepare: render and attack too (False: only the original's pipeline is missing)
+
+
+def yardstick_labels(cfg: EvalConfig, subjects: list[Subject]) -> set[str]:
+    """Subjects that get every extractor and segmenter: all, or the first N synthetic ones and the real heads.
+
+    Costly yardsticks (Atropos ~1 min, HD-BET ~40 s per scan on one core) do not fit the whole cohort on a
+    small machine; a fixed, named subset keeps them comparable across methods."""
+    if cfg.yardstick_subjects is None:
+        return {s.label for s in subjects}
+    synthetic = [s.label for s in subjects if not is_real(s.label)]
+    return set(synthetic[: cfg.yardstick_subjects]) | {s.label for s in subjects if is_real(s.label)}
+
+
+def _pipelines(cfg: EvalConfig, full: bool) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    return (cfg.extractors, cfg.segmenters) if full else (cfg.extractors[:1], cfg.segmenters[:1])
 
 
 @dataclass
@@ -136,6 +154,12 @@ def _attack(cfg: EvalConfig, data: np.ndarray, affine: np.ndarray, folder: str, 
                        size=cfg.render_size)
 
 
+def _attacked(subject: Subject, done: dict) -> bool:
+    """The gallery and original were attacked in an earlier run (their embeddings are saved), so a missing
+    pipeline output (a run restored from results and embeddings, see scripts/eval_state.py) is all to redo."""
+    return (subject.label, GALLERY, DONE_METRIC) in done
+
+
 def _original_pipeline_path(cfg: EvalConfig, subject: Subject) -> Path:
     return cfg.out / "utility" / f"{subject.label}_original.npz"
 
@@ -165,18 +189,24 @@ def quickshear_peer(scan, brain: np.ndarray | None, *, seed: int = 0):
 PEERS = {"quickshear": quickshear_peer}
 
 
-def prepare_subject(cfg: EvalConfig, subject: Subject) -> list[dict[str, Any]]:
-    """Gallery and original-probe renderings + attacks at every view, and the original's pipeline output."""
+def prepare_subject(cfg: EvalConfig, subject: Subject, full: bool = True, attack: bool = True
+                    ) -> list[dict[str, Any]]:
+    """Gallery and original-probe renderings + attacks at every view, and the original's pipeline output.
+
+    attack=False redoes only the pipeline output (a run restored from results and embeddings alone)."""
     from ..io import load_scan
     from .utility import run_pipeline, save_pipeline
 
     start = time.perf_counter()
-    gallery = load_scan(subject.gallery)
-    lines = _attack(cfg, gallery.data, gallery.affine, GALLERY, subject.label)
+    lines: list[dict[str, Any]] = []
+    if attack:
+        gallery = load_scan(subject.gallery)
+        lines += _attack(cfg, gallery.data, gallery.affine, GALLERY, subject.label)
     probe = load_scan(subject.probe)
-    lines += _attack(cfg, probe.data, probe.affine, ORIGINAL, subject.label)  # the originals' detection rate
+    if attack:
+        lines += _attack(cfg, probe.data, probe.affine, ORIGINAL, subject.label)  # the originals' detection
     utility_start = time.perf_counter()
-    original = run_pipeline(probe, cfg.extractors, cfg.segmenters)
+    original = run_pipeline(probe, *_pipelines(cfg, full))
     save_pipeline(_original_pipeline_path(cfg, subject), original)
     reasons = "; ".join(f"{k}: {v}" for k, v in original.failed.items())
     for command in cfg.utility_cmds:
@@ -195,7 +225,7 @@ def prepare_subject(cfg: EvalConfig, subject: Subject) -> list[dict[str, Any]]:
     ]
 
 
-def run_method(cfg: EvalConfig, subject: Subject, method: str) -> list[dict[str, Any]]:
+def run_method(cfg: EvalConfig, subject: Subject, method: str, full: bool = True) -> list[dict[str, Any]]:
     """De-identify the probe with one method and score it: brain identity, attack, utility, realism."""
     from ..deidentify import deidentify, save_result
     from ..io import load_mask, load_scan
@@ -240,7 +270,7 @@ def run_method(cfg: EvalConfig, subject: Subject, method: str) -> list[dict[str,
     utility_start = time.perf_counter()
     original = load_pipeline(_original_pipeline_path(cfg, subject))
     voxel_ml = float(np.prod(written.zooms)) / 1000.0
-    values, pipelines = compare_rows(original, run_pipeline(written, cfg.extractors, cfg.segmenters),
+    values, pipelines = compare_rows(original, run_pipeline(written, *_pipelines(cfg, full)),
                                      cfg.segmenters, voxel_ml)
     suffix_free = [v for k, v in values.items() if k.startswith("dice_") and k.count("_") == 1]
     first = pipelines.get("pipeline_failed")
@@ -279,8 +309,8 @@ def _command_records(cfg: EvalConfig, subject: Subject, method: str, out_path: P
 
 def _run_job(cfg: EvalConfig, job: Job) -> list[dict[str, Any]]:
     if job.kind == "prepare":
-        return prepare_subject(cfg, job.subject)
-    return run_method(cfg, job.subject, job.method)
+        return prepare_subject(cfg, job.subject, job.full, job.attack)
+    return run_method(cfg, job.subject, job.method, job.full)
 
 
 # ---------------------------------------------------------------- cohort-level figures
@@ -353,11 +383,13 @@ def check_settings(cfg: EvalConfig) -> None:
         "views": list(cfg.views),
         "panel": list(cfg.panel),
         "segmenters": list(cfg.segmenters),
+        "yardstick_subjects": cfg.yardstick_subjects,
         "utility_cmds": [f"{c.name}:{c.suffix}={c.template}" for c in cfg.utility_cmds],
     }
     path = cfg.out / SETTINGS_NAME
     if path.exists():
-        saved = {"segmenters": ["gmm"], "utility_cmds": [], **json.loads(path.read_text())}  # older runs
+        saved = {"segmenters": ["gmm"], "utility_cmds": [], "yardstick_subjects": None,  # older runs
+                 **json.loads(path.read_text())}
         changed = sorted(k for k in current if saved.get(k) != current[k])
         if changed:
             detail = ", ".join(f"{k} {saved.get(k)!r} -> {current[k]!r}" for k in changed)
@@ -382,13 +414,17 @@ def evaluate(cfg: EvalConfig) -> RunSummary:
     writer.write(record(COHORT, name, "skipped", 1.0, note=reason) for name, reason in skipped.items())
 
     done = latest(read_results(results))
+    full = yardstick_labels(cfg, subjects)
     prepare = [
-        Job("prepare", s)
+        Job("prepare", s, full=s.label in full, attack=not _attacked(s, done))
         for s in subjects
         if (s.label, GALLERY, DONE_METRIC) not in done or not _original_pipeline_path(cfg, s).exists()
     ]
     method_jobs = [
-        Job("method", s, m) for m in methods for s in subjects if (s.label, m, DONE_METRIC) not in done
+        Job("method", s, m, full=s.label in full)
+        for m in methods
+        for s in subjects
+        if (s.label, m, DONE_METRIC) not in done
     ]
     summary.skipped_jobs = len(subjects) * (1 + len(methods)) - len(prepare) - len(method_jobs)
     summary.n_jobs = len(prepare) + len(method_jobs)
