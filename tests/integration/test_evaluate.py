@@ -156,3 +156,43 @@ def test_resume_refuses_changed_settings(cohort: Path, tmp_path: Path):
     cfg.render_size = 128
     with pytest.raises(harness.RefaceError, match="render_size 64 -> 128"):
         harness.check_settings(cfg)
+
+
+def test_costly_yardsticks_on_a_subset_and_a_restored_run(cohort: Path, tmp_path: Path, monkeypatch):
+    """--yardstick-subjects 1: the second extractor and segmenter run on sub-0001 alone; then the run is packed
+    (results + embeddings), unpacked elsewhere and resumed: only the originals' pipelines are redone, no
+    picture is rendered again, and the new method's identification uses the restored gallery."""
+    import importlib.util
+
+    monkeypatch.setitem(utility.EXTRACTORS, "ball", ball_extractor)
+    monkeypatch.setitem(utility.EXTRACTORS, "ball2", ball_extractor)
+    monkeypatch.setitem(utility.SEGMENTERS, "gmm2", utility.SEGMENTERS["gmm"])
+    out = tmp_path / "eval"
+    common = dict(data=cohort, render_size=64, n_boot=20, extractors=("ball", "ball2"), segmenters=("gmm", "gmm2"),
+                  attackers=("yunet-sface",), panel=(), yardstick_subjects=1, quiet=True)
+    harness.evaluate(harness.EvalConfig(out=out, methods=("none",), **common))
+    rows = latest(read_results(out / RESULTS_NAME))
+    assert rows[("sub-0001", "none", "bet_dice_ball2")]["value"] == 1.0
+    assert rows[("sub-0001", "none", "dice_wm_gmm2")]["value"] == 1.0
+    assert ("sub-0002", "none", "bet_dice_ball2") not in rows and ("sub-0002", "none", "dice_wm_gmm2") not in rows
+    assert rows[("sub-0002", "none", "dice_wm")]["value"] == 1.0
+    assert rows[(COHORT, "none", "dice_wm_gmm2")]["n"] == 1 and rows[(COHORT, "none", "dice_wm")]["n"] == 2
+
+    script = Path(__file__).resolve().parents[2] / "scripts" / "eval_state.py"
+    spec = importlib.util.spec_from_file_location("eval_state", script)
+    eval_state = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(eval_state)
+    eval_state.pack(out, tmp_path / "packed")
+    restored = tmp_path / "restored"
+    eval_state.unpack(tmp_path / "packed", restored)
+    with pytest.raises(SystemExit):
+        eval_state.unpack(tmp_path / "packed", restored)  # never over a run's results
+    summary = harness.evaluate(harness.EvalConfig(out=restored, methods=("none", "shear"), **common))
+    assert summary.n_jobs == 2 + 2  # two originals' pipelines, two shear jobs; `none` stays done
+    assert not (restored / "renders" / "gallery").exists()  # the gallery was not rendered again
+    again = latest(read_results(restored / RESULTS_NAME))
+    assert again[("sub-0001", "shear", "dice_wm_gmm2")]["value"] > 0.9
+    assert ("sub-0002", "shear", "dice_wm_gmm2") not in again
+    assert again[(COHORT, "shear", "rank1", "yunet-sface", "pooled")]["n"] == 2
+    key = (COHORT, "none", "rank1", "yunet-sface", "pooled")
+    assert again[key]["value"] == rows[key]["value"] and again[key]["n"] == rows[key]["n"]
