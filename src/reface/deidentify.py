@@ -107,6 +107,7 @@ def deidentify(scan: Scan, method: str = DEFAULT_METHOD, *, seed: int = 0, brain
     check_head(regions.brain, regions.head, scan.zooms, scan.source, given=brain is not None)
     level = background_level(scan, regions)
     rng = np.random.default_rng(seed)
+    deep_mm = float(options.pop("deep_mm", getattr(fn, "deep_mm", 0.0)))
     on_input_grid = getattr(fn, "on_input_grid", None)
     if on_input_grid is not None and not options:
         # a method that can work on the scan's own grid (shear) skips the resampling there and back
@@ -135,21 +136,48 @@ def deidentify(scan: Scan, method: str = DEFAULT_METHOD, *, seed: int = 0, brain
         if beyond.any():
             say(f"blanked {int(beyond.sum())} head voxels in front of the working grid")
             raw[beyond] = scan.quantize(np.full(1, level, np.float32))[0]
+    new_head = None
+    if deep_mm > 0:
+        say(f"the input's own tissue deeper than {deep_mm:g} mm")
+        raw, new_head = keep_deep(scan, regions, raw, level, deep_mm)
     if getattr(fn, "generates_air", False):
         say("air on the input grid")
-        raw = fresh_air(scan, regions, raw, level, np.random.default_rng([seed, 1]))
+        raw = fresh_air(scan, regions, raw, level, np.random.default_rng([seed, 1]), new_head=new_head)
     raw[regions.preserved] = scan.raw[regions.preserved]
     assert_preserved(scan, raw, regions.preserved)
     return Result(scan=scan, raw=raw, regions=regions, method=method, seed=seed, warnings=list(regions.warnings))
 
 
-def fresh_air(scan: Scan, regions: Regions, raw: np.ndarray, level: float, rng: np.random.Generator) -> np.ndarray:
-    """Raw output whose generated air is drawn again, on the input's own grid, from the input's air."""
-    from .air import refresh_air
+def _new_head(scan: Scan, regions: Regions, new: np.ndarray, level: float) -> np.ndarray:
     from .masks import head_mask
 
+    return head_mask(new - np.float32(level)) | regions.preserved
+
+
+def keep_deep(scan: Scan, regions: Regions, raw: np.ndarray, level: float, depth: float
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """(raw output with the input's own tissue back deeper than `depth` mm under both skins, the new head)."""
+    from .deep_tissue import keep_deep_tissue
+
     new = (raw.astype(np.float64) * scan.slope + scan.inter).astype(np.float32)
-    new_head = head_mask(new - np.float32(level)) | regions.preserved
+    new_head = _new_head(scan, regions, new, level)
+    blended, changed = keep_deep_tissue(scan.data, new, regions.head | regions.preserved, new_head, scan.zooms,
+                                        depth=depth)
+    out = raw.copy()
+    out[changed] = scan.quantize(blended[changed])
+    return out, new_head
+
+
+def fresh_air(scan: Scan, regions: Regions, raw: np.ndarray, level: float, rng: np.random.Generator, *,
+              new_head: np.ndarray | None = None) -> np.ndarray:
+    """Raw output whose generated air is drawn again, on the input's own grid, from the input's air.
+
+    `new_head`: the output's head mask when the caller has it already (keep_deep)."""
+    from .air import refresh_air
+
+    new = (raw.astype(np.float64) * scan.slope + scan.inter).astype(np.float32)
+    if new_head is None:
+        new_head = _new_head(scan, regions, new, level)
     fresh = refresh_air(scan.data, new, regions.head, new_head, scan.zooms, rng)
     changed = fresh != new
     out = raw.copy()

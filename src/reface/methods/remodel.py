@@ -15,6 +15,7 @@ import numpy as np
 # 0 = the generator's head as it is, 1 = local pieces only, > 1 adds broad low-frequency changes of the face's
 # proportions with amplitude (variation - 1). See docs/privacy_realheads.md for the measurements behind it.
 DEFAULT_VARIATION = 1.0
+DEEP_MM = 15.0
 
 
 @lru_cache(maxsize=2)
@@ -58,3 +59,6 @@ def remodel(
 
 
 remodel.generates_air = True  # type: ignore[attr-defined]  # deidentify draws its air again on the input grid
+# deidentify gives the input's own tissue back deeper than this under both skins (deep_tissue.py); only the
+# shell a face recogniser can see is new. Option `deep_mm=0` remodels the whole head.
+remodel.deep_mm = DEEP_MM  # type: ignore[attr-defined]
