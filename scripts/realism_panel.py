@@ -4,7 +4,8 @@
         --markdown docs/realism_panel.md
 
 `remodel-prior` is remodel without the GAN (fitted prior, seeded deformation, finishing): what the GAN adds
-is the difference between the two rows. Metrics: see reface.evaluate.realism.
+is the difference between the two rows. `remodel-whole` generates the whole head, its deep interior too
+(deep_mm=0): what keeping the input's deep tissue changes. Metrics: see reface.evaluate.realism.
 
 `--utility` adds the evaluation's utility yardsticks on the same outputs, against the head's own original
 (reface.evaluate.utility): deepbet brain-mask Dice, and mean tissue Dice (CSF, GM, WM) of the 3-class GMM
@@ -48,6 +49,8 @@ def run(method: str, scan, seed: int):
     options = {}
     if method == "remodel-prior":
         method, options = "remodel", {"use_generator": False}
+    elif method == "remodel-whole":  # the whole head generated, the deep interior too (deep_mm=0)
+        method, options = "remodel", {"deep_mm": 0.0}
     return deidentify(scan, method, seed=seed, **options)
 
 
