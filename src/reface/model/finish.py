@@ -3,9 +3,10 @@
 The generator (and the prior under it) leaves faint signal in the air: the GAN's bounded change, texture
 noise at tissue level, blurred template skin. Rendered, that is speckle in the air and an orange-peel
 skin; on slices, a noise-textured halo. `finish` imposes what every real scan satisfies:
-- one head: the generated head's mask (Otsu level, largest component, holes filled) on a 2 mm grid,
-  smoothed to a closed surface with no bumps below ~3 mm; it always covers the preserved region plus a
-  few mm of scalp, so the pasted brain never pokes through the skin (the "disc" at the vertex);
+- one head: the generated head's mask (Otsu level, largest component, closed over pits narrower than
+  ~12 mm, holes filled) on a 2 mm grid, smoothed to a closed surface with no bumps below ~3 mm; it always
+  covers the preserved region plus a few mm of scalp, so the pasted brain never pokes through the skin
+  (the "disc" at the vertex);
 - a skin shell: the outer ~3 mm of that surface is at least the subject's own skin level (a global scalar
   read from the input's outer shell), so the surface a renderer finds is the smooth mask, not noise on a
   blurred template gradient, and eye sockets close over (lids, not holes);
@@ -25,6 +26,9 @@ COARSE = 2  # mm: masks and distances are computed on every 2nd voxel
 COVER_MM = 4  # the new head covers the preserved region grown by this much (then smoothed)
 COVER_SMOOTH_MM = 4.0
 SURFACE_SIGMA_MM = 2.0  # smoothing of the head mask: the skin's smallest bumps
+# Closing radius of the head mask: the average template's eye region and nasal bridge are dim (its eyes,
+# averaged), so its Otsu mask has pits there that rendered as dark eye holes on some seeds.
+CLOSE_MM = 6
 EDGE_WIDTH = 0.3  # the skin edge: alpha ramps over this band of the smoothed mask (~1.5 mm)
 SHELL_TOP = 0.95  # smoothed-mask value where the skin shell has faded out (~3 mm deep)
 SHELL_WIDTH = 0.15
@@ -44,6 +48,17 @@ def skin_level(norm: np.ndarray, input_head: np.ndarray, preserved: np.ndarray) 
     return float(np.median(values)) if values.size > 100 else 0.0
 
 
+def _close(mask: np.ndarray, radius: int) -> np.ndarray:
+    """Binary closing with a ball, padded so that the field of view's edge does not erode the head."""
+    if radius <= 0:
+        return mask
+    g = np.arange(-radius, radius + 1) ** 2
+    ball = np.add.outer(np.add.outer(g, g), g) <= radius * radius
+    pad = radius + 1
+    closed = ndi.binary_closing(np.pad(mask, pad), structure=ball)
+    return closed[pad:-pad, pad:-pad, pad:-pad] | mask
+
+
 def head_alpha(head: np.ndarray, preserved: np.ndarray) -> np.ndarray:
     """Smoothed mask of the generated head, in [0, 1], on the 1 mm grid (0.5 = the skin surface).
 
@@ -52,7 +67,7 @@ def head_alpha(head: np.ndarray, preserved: np.ndarray) -> np.ndarray:
     from ..masks import head_mask
 
     coarse = head[::COARSE, ::COARSE, ::COARSE]
-    mask = ndi.binary_fill_holes(head_mask(coarse))
+    mask = ndi.binary_fill_holes(_close(head_mask(coarse), CLOSE_MM // COARSE))
     soft = ndi.gaussian_filter(mask.astype(np.float32), SURFACE_SIGMA_MM / COARSE)
     # the preserved region's envelope, as a soft union: a gentle bulge where the generated skin runs
     # closer to the brain than COVER_MM, never a ridge of its own
