@@ -43,7 +43,7 @@ train-default: $(STAMP)
 # The paper-style privacy/utility comparison: 50 synthetic identities x every method (quickshear included)
 # plus the real-head panel -> eval_out/report.html. Atropos (~1 min a scan on one core) runs on the first
 # EVAL_YARDSTICK synthetic subjects and the real heads; deepbet + GMM on all. Resumes where it stopped;
-# ~2.5 h with EVAL_JOBS=2 on 2 cores. Longer than a session? `scripts/eval_state.py pack eval_out docs/eval50`
+# ~3.5 h with EVAL_JOBS=2 on 2 cores. Longer than a session? `scripts/eval_state.py pack eval_out docs/eval50`
 # keeps what is needed to resume elsewhere (`... unpack docs/eval50 eval_out`, then `make evaluate` again).
 EVAL_SUBJECTS ?= 50
 EVAL_JOBS ?= 1

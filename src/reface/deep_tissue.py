@@ -2,7 +2,7 @@
 
 A generated head is a fitted population template: inside, where many heads were averaged, its orbits,
 sinuses, palate and tongue are a uniform mid-grey. Brain extractors read that mush as brain: HD-BET's mask
-of the remodeled ROBEX head grew by 17 % (Dice 0.914) into a 210 ml blob under the frontal lobe. A face
+of the remodeled ROBEX head grew by 17 % (Dice 0.914) into a 214 ml blob under the frontal lobe. A face
 recogniser sees only the skin, so only a shell needs to be new: tissue deeper than `depth_mm` below the
 skin of *both* the input's head and the generated one is the input's again, ramped in over `ramp_mm`.
 Taking the shallower of the two depths keeps the input's tissue from showing through the new surface, so
