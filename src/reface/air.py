@@ -21,7 +21,6 @@ AIR_NEAR_MM, AIR_FAR_MM = 6.0, 30.0  # the input's air sample: this far outside 
 MIN_AIR_VOXELS = 200
 HEAD_CLEARANCE_VOX = 2  # the generated head's partial-volume edge is kept as it was resampled
 EDGE_VOXELS = 3  # the air sample starts at least this many voxels outside the input's head
-AIR_BINS_MM = (AIR_NEAR_MM, 12.0, 20.0, 30.0, 45.0, 70.0, np.inf)  # distance bands from the input's head
 MAX_GRAIN_SIGMA = 4.0  # voxels: the widest smoothing of fresh air (a near-constant, averaged background)
 LOCAL_MM = 6.0  # the air's local mean and spread (ghost bands, coil shading) are read at this scale
 LOCAL_FULL_WEIGHT = 0.3  # share of a neighbourhood that must be the input's air to trust its local moments
@@ -162,11 +161,11 @@ def refresh_air(data: np.ndarray, new: np.ndarray, input_head: np.ndarray, new_h
     """`new` with every changed voxel outside `new_head` (grown by HEAD_CLEARANCE_VOX) drawn afresh from
     `data`'s own air. Same grid, float32.
 
-    - The shape of the distribution comes from the input's air at the same distance from its head
-      (AIR_BINS_MM): a scan's air is brighter and wider near the head (partial volume) than far from it.
-    - Its local mean and spread come from the input's air around the same place (LOCAL_MM), where there is
-      enough of it: ghosts and coil shading make air bands brighter than the rest, and drawing band values
-      anywhere scatters their bright tail as speckle.
+    - Its local mean and spread come from the input's air around the same place (LOCAL_MM): air is brighter
+      near the head (partial volume), and ghosts and coil shading make bands of it brighter than the rest.
+      Values drawn from the whole air anywhere scatter that bright tail as speckle. Where the input had no
+      air nearby (inside its old head), the whole air's mean and spread stand in.
+    - The shape of the distribution is the input air's, once its local moments are taken out (one table).
     - Its grain comes from `correlated_uniforms`, at the input air's own lag-1 correlation.
     A mostly-zero background stays exactly zero; otherwise exact zeros count as beyond the field of view
     and are never drawn."""
@@ -185,12 +184,8 @@ def refresh_air(data: np.ndarray, new: np.ndarray, input_head: np.ndarray, new_h
         out[air] = 0.0
         return out
     pool &= sample != 0
-    # 0 .. len(AIR_BINS_MM) - 2; voxels nearer than `near` (or inside the head) take the band at `near`
-    band = np.digitize(np.maximum(dist, near), AIR_BINS_MM[1:-1])
-    samples = [sample[pool & (band == b)] for b in range(len(AIR_BINS_MM) - 1)]
     fallback = sample[pool]
     where_air = np.nonzero(air)
-    targets = band[tuple(np.minimum(i // COARSE, n - 1) for i, n in zip(where_air, band.shape, strict=True))]
     # the local moments and the shape of the air once they are taken out (one pooled table of z-scores)
     mean_c, std_c, weight_c = _local_moments(sample, pool, zooms)
     # the grain is that of the air with its local moments taken out, as they are put back below
@@ -198,18 +193,10 @@ def refresh_air(data: np.ndarray, new: np.ndarray, input_head: np.ndarray, new_h
     z_table = np.sort((sample[pool] - mean_c[pool]) / np.maximum(std_c[pool], 1e-6))
     at = tuple(np.minimum(i // COARSE, n - 1) for i, n in zip(where_air, pool.shape, strict=True))
     trust = np.clip(weight_c[at] / LOCAL_FULL_WEIGHT, 0.0, 1.0)
-    band_mean = np.zeros(targets.size, np.float32)
-    band_std = np.zeros(targets.size, np.float32)
-    for b, band_values in enumerate(samples):
-        where = targets == b
-        if not where.any():
-            continue
-        if band_values.size < MIN_AIR_VOXELS:  # a band the input's field of view barely reaches
-            nearer = [v for v in samples[:b][::-1] if v.size >= MIN_AIR_VOXELS]
-            band_values = nearer[0] if nearer else fallback
-        band_mean[where], band_std[where] = band_values.mean(), band_values.std()
-    mean = trust * mean_c[at] + (1 - trust) * band_mean
-    std = trust * std_c[at] + (1 - trust) * band_std
+    # where the input had no air nearby (inside its old head, beyond a box that cut its face), the air of
+    # the whole field of view: the brightness of the air next to the input's skin belongs there, not here
+    mean = trust * mean_c[at] + (1 - trust) * float(fallback.mean())
+    std = trust * std_c[at] + (1 - trust) * float(fallback.std())
     z = z_table[np.minimum((uniforms * z_table.size).astype(np.int64), z_table.size - 1)]
     out[where_air] = np.maximum(mean + std * z, float(fallback.min()))
     return out
@@ -220,7 +207,7 @@ def _local_moments(sample: np.ndarray, pool: np.ndarray, zooms: tuple[float, flo
     """(mean, std, weight) of the coarse air `sample` over `pool`, on the coarse grid.
 
     Normalised convolution with a LOCAL_MM Gaussian; `weight` is the neighbourhood's share of the input's air
-    (none inside the input's old head, where the distance band's moments stand in)."""
+    (none inside the input's old head, where the whole air's moments stand in)."""
     sigma = [LOCAL_MM / (COARSE * float(z)) for z in zooms]
     weight = ndi.gaussian_filter(pool.astype(np.float32), sigma, mode="constant")
     safe = np.maximum(weight, 1e-6)
