@@ -28,7 +28,7 @@ from reface.evaluate.realism import realism_pairs
 from reface.io import load_scan
 from reface.realheads import PANEL, write_panel
 
-METRICS = ("realism_bg_speckle", "realism_roughness_mm", "realism_edge_p90")
+METRICS = ("realism_bg_speckle", "realism_bg_grain", "realism_roughness_mm", "realism_edge_p90")
 
 
 UTILITY = ("bet_dice_deepbet", "tissue_dice_gmm", "tissue_dice_atropos")

@@ -3,6 +3,12 @@
 Used by the remodel finishing on the 1 mm working grid and by `deidentify` on the input's grid. Noise drawn
 on the 1 mm grid and interpolated onto a coarser input grid loses spread (a 1.5 mm scan's air came out with
 two thirds of its standard deviation), so the air of a generated head is drawn again on the input's grid.
+
+A scan's air is not white: reconstruction filters and resampling correlate neighbouring voxels (lag-1
+correlation ~0.5 on the ROBEX head, ~0.9 on a head resampled to 1 mm). Air drawn i.i.d. from the right
+distribution then reads as bright speckle. Fresh air is therefore a Gaussian field smoothed to the input
+air's own per-axis lag-1 correlation, mapped through the input's air quantiles: the same values, the same
+grain.
 """
 
 from __future__ import annotations
@@ -15,7 +21,9 @@ AIR_NEAR_MM, AIR_FAR_MM = 6.0, 30.0  # the input's air sample: this far outside 
 MIN_AIR_VOXELS = 200
 HEAD_CLEARANCE_VOX = 2  # the generated head's partial-volume edge is kept as it was resampled
 EDGE_VOXELS = 3  # the air sample starts at least this many voxels outside the input's head
-AIR_BINS_MM = (AIR_NEAR_MM, 12.0, 20.0, 30.0, 45.0, 70.0, np.inf)  # distance bands from the input's head
+MAX_GRAIN_SIGMA = 4.0  # voxels: the widest smoothing of fresh air (a near-constant, averaged background)
+LOCAL_MM = 6.0  # the air's local mean and spread (ghost bands, coil shading) are read at this scale
+LOCAL_FULL_WEIGHT = 0.3  # share of a neighbourhood that must be the input's air to trust its local moments
 
 
 def background_sampler(norm: np.ndarray, input_head: np.ndarray, inside: np.ndarray | None = None, *,
@@ -46,13 +54,121 @@ def background_sampler(norm: np.ndarray, input_head: np.ndarray, inside: np.ndar
     return draw
 
 
+def air_correlation(data: np.ndarray, air: np.ndarray, *, stride: int = 4) -> tuple[float, float, float]:
+    """Per-axis lag-1 correlation of the air's normal scores between neighbouring `air` voxels (0 if too few).
+
+    Normal scores (ranks mapped through the inverse normal CDF) give the latent Gaussian correlation that
+    `correlated_uniforms` needs: air is skewed (Rician), and its plain Pearson correlation overstates it.
+    Along each axis, pairs are read on every `stride`-th line of the other two axes (hundreds of thousands
+    of pairs on a head scan, and seconds saved)."""
+    out = []
+    for axis in range(3):
+        lines = tuple(slice(None) if a == axis else slice(None, None, stride) for a in range(3))
+        out.append(_lag1_of_lines(data[lines], air[lines], axis))
+    return out[0], out[1], out[2]
+
+
+def _lag1_of_lines(values: np.ndarray, mask: np.ndarray, axis: int) -> float:
+    """Lag-1 correlation along `axis` of the normal scores of `values` between neighbours both in `mask`."""
+    from scipy.special import ndtri
+
+    v, m = np.moveaxis(values, axis, 0), np.moveaxis(mask, axis, 0)
+    both = m[:-1] & m[1:]
+    if both.sum() < MIN_AIR_VOXELS:
+        return 0.0
+    x, y = v[:-1][both], v[1:][both]
+    # mid-rank CDF on a sample's distinct values (ties are common in integer scans), read by interpolation
+    levels, counts = np.unique(np.concatenate([x, y])[:: max(1, (2 * x.size) // 50_000)], return_counts=True)
+    cdf = (np.cumsum(counts) - counts / 2 + 0.5) / (counts.sum() + 1)
+
+    def scores(a: np.ndarray) -> np.ndarray:
+        return ndtri(np.clip(np.interp(a, levels, cdf), 1e-6, 1 - 1e-6))
+
+    x, y = scores(x), scores(y)
+    sx, sy = x.std(), y.std()
+    return 0.0 if sx == 0 or sy == 0 else float(np.mean((x - x.mean()) * (y - y.mean())) / (sx * sy))
+
+
+def _residual_grain(data: np.ndarray, pool: np.ndarray, mean_c: np.ndarray, std_c: np.ndarray, *,
+                    stride: int = 4) -> tuple[float, float, float]:
+    """`air_correlation` of the input's air with its local moments (coarse `mean_c`, `std_c`) taken out,
+    read on strided lines of the full grid only: no full-grid copies."""
+    out = []
+    for axis in range(3):
+        idx = [np.arange(n) if a == axis else np.arange(0, n, stride) for a, n in enumerate(data.shape)]
+        coarse = np.ix_(*[np.minimum(i // COARSE, n - 1) for i, n in zip(idx, pool.shape, strict=True)])
+        values = data[np.ix_(*idx)]
+        mask = pool[coarse] & (values != 0)
+        residual = (values - mean_c[coarse]) / np.maximum(std_c[coarse], 1e-6)
+        out.append(_lag1_of_lines(residual, mask, axis))
+    return out[0], out[1], out[2]
+
+
+def _kernel(sigma: float) -> np.ndarray:
+    if sigma <= 0:
+        return np.ones(1)
+    radius = int(4 * sigma + 0.5)
+    k = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    return k / k.sum()
+
+
+def _lag1(sigma: float) -> float:
+    k = _kernel(sigma)
+    return float(np.dot(k[:-1], k[1:]) / np.dot(k, k)) if k.size > 1 else 0.0
+
+
+def grain_sigma(rho: float) -> float:
+    """The Gaussian smoothing (voxels) that gives white noise a lag-1 correlation of `rho` (bisection)."""
+    if rho <= 0.02:
+        return 0.0
+    if rho >= _lag1(MAX_GRAIN_SIGMA):
+        return MAX_GRAIN_SIGMA
+    lo, hi = 0.1, MAX_GRAIN_SIGMA
+    for _ in range(40):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if _lag1(mid) < rho else (lo, mid)
+    return 0.5 * (lo + hi)
+
+
+def correlated_uniforms(where: np.ndarray, rho: tuple[float, float, float], rng: np.random.Generator
+                        ) -> np.ndarray:
+    """Uniform (0, 1) draws at the True voxels of `where`, spatially correlated like air of lag-1 `rho`.
+
+    A white Gaussian field over `where`'s bounding box, smoothed per axis, standardised and mapped through
+    the normal CDF: uniform marginals with the requested grain, ready for any quantile function."""
+    from scipy.special import ndtr
+
+    sigmas = [grain_sigma(r) for r in rho]
+    idx = np.nonzero(where)
+    if idx[0].size == 0:
+        return np.empty(0, np.float32)
+    pad = [int(4 * s + 1) for s in sigmas]
+    lo = [max(0, int(i.min()) - p) for i, p in zip(idx, pad, strict=True)]
+    hi = [min(n, int(i.max()) + 1 + p) for i, n, p in zip(idx, where.shape, pad, strict=True)]
+    field = rng.standard_normal(tuple(h - lo_ for h, lo_ in zip(hi, lo, strict=True)), dtype=np.float32)
+    norm = 1.0
+    for axis, s in enumerate(sigmas):
+        if s > 0:
+            k = _kernel(s)
+            field = ndi.correlate1d(field, k.astype(np.float32), axis=axis, mode="wrap")
+            norm *= float(np.sqrt(np.dot(k, k)))
+    values = field[tuple(i - lo_ for i, lo_ in zip(idx, lo, strict=True))] / np.float32(norm)
+    return np.clip(ndtr(values).astype(np.float32), np.float32(0), np.nextafter(np.float32(1), np.float32(0)))
+
+
 def refresh_air(data: np.ndarray, new: np.ndarray, input_head: np.ndarray, new_head: np.ndarray,
                 zooms: tuple[float, float, float], rng: np.random.Generator) -> np.ndarray:
-    """`new` with every changed voxel outside `new_head` (grown by HEAD_CLEARANCE_VOX) drawn afresh, i.i.d.,
-    from `data`'s own air at the same distance from the input's head (AIR_BINS_MM): a scan's air is
-    brighter near the head (ghosts, partial volume) than far from it, and one pooled sample would
-    brighten the far air. Same grid, float32. A mostly-zero background stays exactly zero; otherwise
-    exact zeros count as beyond the field of view and are never drawn."""
+    """`new` with every changed voxel outside `new_head` (grown by HEAD_CLEARANCE_VOX) drawn afresh from
+    `data`'s own air. Same grid, float32.
+
+    - Its local mean and spread come from the input's air around the same place (LOCAL_MM): air is brighter
+      near the head (partial volume), and ghosts and coil shading make bands of it brighter than the rest.
+      Values drawn from the whole air anywhere scatter that bright tail as speckle. Where the input had no
+      air nearby (inside its old head), the whole air's mean and spread stand in.
+    - The shape of the distribution is the input air's, once its local moments are taken out (one table).
+    - Its grain comes from `correlated_uniforms`, at the input air's own lag-1 correlation.
+    A mostly-zero background stays exactly zero; otherwise exact zeros count as beyond the field of view
+    and are never drawn."""
     air = (new != data) & ~ndi.binary_dilation(new_head, iterations=HEAD_CLEARANCE_VOX)
     out = np.array(new, np.float32, copy=True)
     if not air.any():
@@ -68,20 +184,35 @@ def refresh_air(data: np.ndarray, new: np.ndarray, input_head: np.ndarray, new_h
         out[air] = 0.0
         return out
     pool &= sample != 0
-    # 0 .. len(AIR_BINS_MM) - 2; voxels nearer than `near` (or inside the head) take the band at `near`
-    band = np.digitize(np.maximum(dist, near), AIR_BINS_MM[1:-1])
-    samples = [sample[pool & (band == b)] for b in range(len(AIR_BINS_MM) - 1)]
     fallback = sample[pool]
     where_air = np.nonzero(air)
-    targets = band[tuple(np.minimum(i // COARSE, n - 1) for i, n in zip(where_air, band.shape, strict=True))]
-    drawn = np.empty(targets.size, np.float32)
-    for b, band_values in enumerate(samples):
-        where = targets == b
-        if not where.any():
-            continue
-        if band_values.size < MIN_AIR_VOXELS:  # a band the input's field of view barely reaches
-            nearer = [v for v in samples[:b][::-1] if v.size >= MIN_AIR_VOXELS]
-            band_values = nearer[0] if nearer else fallback
-        drawn[where] = band_values[rng.integers(0, band_values.size, int(where.sum()))]
-    out[where_air] = drawn
+    # the local moments and the shape of the air once they are taken out (one pooled table of z-scores)
+    mean_c, std_c, weight_c = _local_moments(sample, pool, zooms)
+    # the grain is that of the air with its local moments taken out, as they are put back below
+    uniforms = correlated_uniforms(air, _residual_grain(data, pool, mean_c, std_c), rng)
+    z_table = np.sort((sample[pool] - mean_c[pool]) / np.maximum(std_c[pool], 1e-6))
+    at = tuple(np.minimum(i // COARSE, n - 1) for i, n in zip(where_air, pool.shape, strict=True))
+    trust = np.clip(weight_c[at] / LOCAL_FULL_WEIGHT, 0.0, 1.0)
+    # where the input had no air nearby (inside its old head, beyond a box that cut its face), the air of
+    # the whole field of view: the brightness of the air next to the input's skin belongs there, not here
+    mean = trust * mean_c[at] + (1 - trust) * float(fallback.mean())
+    std = trust * std_c[at] + (1 - trust) * float(fallback.std())
+    z = z_table[np.minimum((uniforms * z_table.size).astype(np.int64), z_table.size - 1)]
+    out[where_air] = np.maximum(mean + std * z, float(fallback.min()))
     return out
+
+
+def _local_moments(sample: np.ndarray, pool: np.ndarray, zooms: tuple[float, float, float]
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mean, std, weight) of the coarse air `sample` over `pool`, on the coarse grid.
+
+    Normalised convolution with a LOCAL_MM Gaussian; `weight` is the neighbourhood's share of the input's air
+    (none inside the input's old head, where the whole air's moments stand in)."""
+    sigma = [LOCAL_MM / (COARSE * float(z)) for z in zooms]
+    weight = ndi.gaussian_filter(pool.astype(np.float32), sigma, mode="constant")
+    safe = np.maximum(weight, 1e-6)
+    mean = ndi.gaussian_filter(np.where(pool, sample, 0).astype(np.float32), sigma, mode="constant") / safe
+    # spread around each voxel's own local mean: a band's edge would otherwise widen the air beside it
+    squares = np.where(pool, (sample - mean) ** 2, 0).astype(np.float32)
+    std = np.sqrt(ndi.gaussian_filter(squares, sigma, mode="constant") / safe)
+    return mean, std, weight

@@ -265,6 +265,24 @@ def _fill_holes_slicewise(mask: np.ndarray) -> np.ndarray:
     return filled
 
 
+def otsu_level(values: np.ndarray, bins: int = 256) -> float:
+    """Otsu's threshold of a 1D sample (maximises the between-class variance of the histogram)."""
+    values = np.asarray(values, dtype=np.float64).ravel()
+    lo, hi = float(values.min()), float(np.percentile(values, 99.9))
+    if hi <= lo:
+        return lo
+    hist, edges = np.histogram(np.clip(values, lo, hi), bins=bins, range=(lo, hi))
+    centres = (edges[:-1] + edges[1:]) / 2
+    w0 = np.cumsum(hist)
+    w1 = w0[-1] - w0
+    m0 = np.cumsum(hist * centres)
+    mean0 = m0 / np.maximum(w0, 1)
+    mean1 = (m0[-1] - m0) / np.maximum(w1, 1)
+    between = (w0 * w1 * (mean0 - mean1) ** 2)[:-1]
+    best = np.flatnonzero(between >= between.max() * (1 - 1e-9))  # a flat optimum: take its middle
+    return float((edges[best[0] + 1] + edges[best[-1] + 1]) / 2)
+
+
 def _otsu(values: np.ndarray, bins: int = 256) -> float:
     hist, edges = np.histogram(values, bins=bins)
     centres = (edges[:-1] + edges[1:]) / 2

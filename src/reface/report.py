@@ -38,6 +38,8 @@ REALISM_COLUMNS = (
     ("realism_missing_head", "head lost to background"),
     ("realism_bg_speckle", "air speckle"),
     ("realism_bg_speckle_orig", "air speckle (original)"),
+    ("realism_bg_grain", "air grain"),
+    ("realism_bg_grain_orig", "air grain (original)"),
     ("realism_roughness_mm", "skin roughness mm"),
     ("realism_roughness_mm_orig", "skin roughness mm (original)"),
     ("realism_edge_p90", "edge sharpness"),

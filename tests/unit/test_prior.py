@@ -18,7 +18,7 @@ from reface.masks import dice, make_regions
 from reface.model.data import intensity_scale
 from reface.model.prior import _demons, atlas, fitted_prior, match_contrast, quantile_mapper
 from reface.phantom import phantom_image
-from reface.synth.deform import jacobian_determinant
+from reface.warp import jacobian_determinant
 
 
 @pytest.fixture(scope="module")

@@ -45,3 +45,16 @@ def test_edge_sharpness_falls_when_the_layers_blur():
     sharp = edge_sharpness(head, region, (2.0, 2.0, 2.0), 100.0)
     blurred = edge_sharpness(ndi.gaussian_filter(head, 2.0), region, (2.0, 2.0, 2.0), 100.0)
     assert blurred < 0.7 * sharp
+
+
+def test_background_grain_tells_white_speckle_from_a_scans_grainy_air():
+    from reface.evaluate.realism import background_grain
+
+    head = _head()
+    mask = head > 50
+    rng = np.random.default_rng(0)
+    white = head + np.abs(rng.normal(0, 5, SHAPE)) * ~mask
+    grainy = head + np.abs(10 + 5 * ndi.gaussian_filter(rng.normal(0, 1, SHAPE), 1.0) / 0.2) * ~mask
+    assert abs(background_grain(white, mask, (2.0, 2.0, 2.0))) < 0.05
+    assert background_grain(grainy, mask, (2.0, 2.0, 2.0)) > 0.5
+    assert np.isnan(background_grain(head * mask, mask, (2.0, 2.0, 2.0)))  # a zero background has no grain

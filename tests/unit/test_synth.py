@@ -13,7 +13,6 @@ import pytest
 from scipy import ndimage as ndi
 
 from reface.synth import generate_subject, load_template, sample_identity
-from reface.synth.deform import VelocityGrid, jacobian_determinant
 from reface.synth.session import (
     Acquisition,
     acquisition_grid,
@@ -21,6 +20,7 @@ from reface.synth.session import (
     scanner_to_subject,
     synthesize_session,
 )
+from reface.warp import VelocityGrid, jacobian_determinant
 
 RES = 4.0
 

@@ -13,6 +13,9 @@ The issue-11 realism metrics come in pairs, the de-identified value and the orig
   the original's 99th percentile: speckle in the air;
 - `realism_roughness_mm`: RMS of the rendered front depth map minus its 1.5 mm-smoothed self, over the
   skin that faces the camera: orange peel and seams on the skin;
+- `realism_bg_grain`: mean lag-1 correlation (of normal scores) between neighbouring background voxels,
+  per axis: the air's grain. White speckle scores ~0 where a real scan's air scores 0.2-0.97; NaN for a
+  zero background;
 - `realism_edge_p90`: 90th percentile of the intensity gradient (per mm, in units of the original's p99)
   inside the non-brain head: how sharp the layering (skin, fat, bone) is on slices.
 Detection rate per face detector is the privacy attack's own metric (see the report).
@@ -65,6 +68,16 @@ def realism(original: Scan, deidentified: Scan, regions: Regions) -> dict[str, f
     }
 
 
+def background_grain(data: np.ndarray, head: np.ndarray, zooms: tuple[float, ...]) -> float:
+    """Mean per-axis lag-1 correlation of the non-zero air >= BACKGROUND_MM outside `head` (NaN if none)."""
+    from ..air import MIN_AIR_VOXELS, air_correlation
+
+    air = (ndi.distance_transform_edt(~head, sampling=zooms) >= BACKGROUND_MM) & (data != 0)
+    if air.sum() < MIN_AIR_VOXELS:
+        return float("nan")
+    return float(np.mean(air_correlation(data, air)))
+
+
 def background_speckle(data: np.ndarray, head: np.ndarray, zooms: tuple[float, ...], level: float) -> float:
     """Fraction of voxels >= BACKGROUND_MM outside `head` whose value is above `level`."""
     far = ndi.distance_transform_edt(~head, sampling=zooms) >= BACKGROUND_MM
@@ -110,6 +123,7 @@ def realism_pairs(original: Scan, deidentified: Scan, regions: Regions) -> dict[
         head = head_mask(data) | regions.preserved
         region = head & ~regions.preserved
         out["realism_bg_speckle" + suffix] = background_speckle(data, head, original.zooms, level)
+        out["realism_bg_grain" + suffix] = background_grain(data, head, original.zooms)
         out["realism_roughness_mm" + suffix] = surface_roughness(data, original.affine)
         out["realism_edge_p90" + suffix] = edge_sharpness(data, region, original.zooms, p99)
     return out

@@ -25,6 +25,7 @@ from scipy import ndimage as ndi
 
 from ..errors import RefaceError
 from ..io import publish
+from ..masks import otsu_level
 
 # Named camera positions: (yaw, pitch) in degrees.
 VIEWS: dict[str, tuple[float, float]] = {
@@ -66,24 +67,6 @@ def _view_angles(view: str, yaw: float | None, pitch: float | None) -> tuple[flo
         raise RefaceError(f"unknown view {view!r}; choose from {', '.join(VIEWS)}")
     base_yaw, base_pitch = VIEWS[view]
     return (base_yaw if yaw is None else float(yaw)), (base_pitch if pitch is None else float(pitch))
-
-
-def otsu_level(values: np.ndarray, bins: int = 256) -> float:
-    """Otsu's threshold of a 1D sample (maximises the between-class variance of the histogram)."""
-    values = np.asarray(values, dtype=np.float64).ravel()
-    lo, hi = float(values.min()), float(np.percentile(values, 99.9))
-    if hi <= lo:
-        return lo
-    hist, edges = np.histogram(np.clip(values, lo, hi), bins=bins, range=(lo, hi))
-    centres = (edges[:-1] + edges[1:]) / 2
-    w0 = np.cumsum(hist)
-    w1 = w0[-1] - w0
-    m0 = np.cumsum(hist * centres)
-    mean0 = m0 / np.maximum(w0, 1)
-    mean1 = (m0[-1] - m0) / np.maximum(w1, 1)
-    between = (w0 * w1 * (mean0 - mean1) ** 2)[:-1]
-    best = np.flatnonzero(between >= between.max() * (1 - 1e-9))  # a flat optimum: take its middle
-    return float((edges[best[0] + 1] + edges[best[-1] + 1]) / 2)
 
 
 def _coarse(data: np.ndarray, affine: np.ndarray, target_mm: float = 3.0) -> tuple[np.ndarray, np.ndarray]:

@@ -23,7 +23,7 @@ import torch
 
 from ..errors import RefaceError
 from ..geometry import Grid
-from ..synth.deform import VelocityGrid, exponentiate, jacobian_determinant, local_affine_velocity
+from ..warp import VelocityGrid, exponentiate, jacobian_determinant, local_affine_velocity
 from .data import intensity_scale, pyramid
 from .finish import finish
 from .networks import Generator, sample_latents, upsample

@@ -18,7 +18,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from ..errors import RefaceError
-from .deform import Field, VelocityGrid, exponentiate, local_affine_velocity, smooth_noise
+from ..warp import Field, VelocityGrid, exponentiate, local_affine_velocity, smooth_noise
 from .template import Template
 
 # part -> (landmark, or landmark stem for a left/right pair), window sigma (mm), shift sd (mm), log-scale sd.

@@ -15,7 +15,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage as ndi
 
-from ..evaluate.render import otsu_level
+from ..masks import otsu_level
 from ..resources import load_volume, robex_brain_mask_path, robex_head_path
 
 # name -> (x, y, z) RAS mm on the ROBEX atlas head. Paired parts list the subject's left side (+x = right).

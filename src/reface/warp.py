@@ -4,6 +4,9 @@ and squaring (as in SynthSeg / VoxelMorph), with a Jacobian check that nothing f
 A `Field` maps world points x -> x + u(x) (RAS mm). Velocity fields are built from landmark-centred
 Gaussian-windowed affine pieces v(x) = w(x) (L (x - c) + t), which read as "move this part by t and
 scale it by exp(L)" near c, and fade to nothing far away.
+
+Shared by the synthetic cohort (identities, poses) and the generator's seeded shape change at inference,
+so it sits below both.
 """
 
 from __future__ import annotations
