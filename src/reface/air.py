@@ -7,8 +7,8 @@ two thirds of its standard deviation), so the air of a generated head is drawn a
 A scan's air is not white: reconstruction filters and resampling correlate neighbouring voxels (lag-1
 correlation ~0.5 on the ROBEX head, ~0.9 on a head resampled to 1 mm). Air drawn i.i.d. from the right
 distribution then reads as bright speckle. Fresh air is therefore a Gaussian field smoothed to the input
-air's own per-axis lag-1 correlation, mapped through the input's air quantiles: the same values, the same
-grain.
+air's own per-axis lag-1 correlation, mapped through the input air's distribution and scaled by its local
+mean and spread (see `refresh_air`): the same values, the same grain, the same bright bands.
 """
 
 from __future__ import annotations
@@ -89,6 +89,11 @@ def _lag1_of_lines(values: np.ndarray, mask: np.ndarray, axis: int) -> float:
     return 0.0 if sx == 0 or sy == 0 else float(np.mean((x - x.mean()) * (y - y.mean())) / (sx * sy))
 
 
+def _coarse_at(index: tuple[np.ndarray, ...], coarse_shape: tuple[int, ...]) -> tuple[np.ndarray, ...]:
+    """Full-grid voxel indices -> the indices of the coarse (every COARSE-th voxel) cell holding them."""
+    return tuple(np.minimum(i // COARSE, n - 1) for i, n in zip(index, coarse_shape, strict=True))
+
+
 def _residual_grain(data: np.ndarray, pool: np.ndarray, mean_c: np.ndarray, std_c: np.ndarray, *,
                     stride: int = 4) -> tuple[float, float, float]:
     """`air_correlation` of the input's air with its local moments (coarse `mean_c`, `std_c`) taken out,
@@ -96,7 +101,7 @@ def _residual_grain(data: np.ndarray, pool: np.ndarray, mean_c: np.ndarray, std_
     out = []
     for axis in range(3):
         idx = [np.arange(n) if a == axis else np.arange(0, n, stride) for a, n in enumerate(data.shape)]
-        coarse = np.ix_(*[np.minimum(i // COARSE, n - 1) for i, n in zip(idx, pool.shape, strict=True)])
+        coarse = np.ix_(*_coarse_at(tuple(idx), pool.shape))
         values = data[np.ix_(*idx)]
         mask = pool[coarse] & (values != 0)
         residual = (values - mean_c[coarse]) / np.maximum(std_c[coarse], 1e-6)
@@ -191,7 +196,7 @@ def refresh_air(data: np.ndarray, new: np.ndarray, input_head: np.ndarray, new_h
     # the grain is that of the air with its local moments taken out, as they are put back below
     uniforms = correlated_uniforms(air, _residual_grain(data, pool, mean_c, std_c), rng)
     z_table = np.sort((sample[pool] - mean_c[pool]) / np.maximum(std_c[pool], 1e-6))
-    at = tuple(np.minimum(i // COARSE, n - 1) for i, n in zip(where_air, pool.shape, strict=True))
+    at = _coarse_at(where_air, pool.shape)
     trust = np.clip(weight_c[at] / LOCAL_FULL_WEIGHT, 0.0, 1.0)
     # where the input had no air nearby (inside its old head, beyond a box that cut its face), the air of
     # the whole field of view: the brightness of the air next to the input's skin belongs there, not here
