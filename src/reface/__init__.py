@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from importlib import import_module
+
 __version__ = "0.1.0"
 
 __all__ = ["__version__", "load_scan", "deidentify", "deidentify_file", "RefaceError"]
@@ -14,9 +16,10 @@ def __getattr__(name: str):
 
         return load_scan
     if name in ("deidentify", "deidentify_file"):
-        from . import deidentify as module
-
-        return getattr(module, name)
+        # `from . import deidentify` would ask this hook again (the function and its module share a name)
+        module = import_module(".deidentify", __name__)
+        globals().update(deidentify=module.deidentify, deidentify_file=module.deidentify_file)
+        return globals()[name]
     if name == "RefaceError":
         from .errors import RefaceError
 

@@ -6,6 +6,8 @@ the working grid; the preserved region is copied from the input and asserted bit
 
 from __future__ import annotations
 
+import sys
+import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -233,3 +235,14 @@ def deidentify_file(input_path: str | Path, output_path: str | Path, method: str
 
         save_qa(result, qa, force=force)
     return result
+
+
+class _CallableModule(types.ModuleType):
+    """`reface.deidentify` names both this module and its function, and importing the module rebinds the name:
+    whichever of the two the package holds, calling it de-identifies."""
+
+    def __call__(self, *args, **kwargs) -> Result:
+        return deidentify(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
