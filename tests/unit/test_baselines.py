@@ -253,3 +253,24 @@ def test_registration_refuses_a_volume_without_a_head():
     noise = np.random.default_rng(0).random(grid.shape, dtype=np.float32)
     with pytest.raises(RefaceError, match="template head does not fit"):
         register_template(noise, grid)
+
+
+def test_registration_accepts_a_noisy_head_with_a_dark_scalp(tmp_path):
+    """Synthetic sub-0037 (seed 0): its Rician air is taken for an offset and subtracted, which left its dark
+    scalp under the coarse head threshold; the overlap check read 0.74 and refused a good registration (the
+    same matrix as without the subtraction). A safe scan is never refused."""
+    from reface.deidentify import background_level
+    from reface.registration import MIN_HEAD_DICE
+    from reface.synth.cohort import generate_subject
+
+    (img, brain), = generate_subject(36, 0, sessions=1)
+    img.to_filename(tmp_path / "sub-0037_T1w.nii.gz")
+    scan = load_scan(tmp_path / "sub-0037_T1w.nii.gz")
+    regions = make_regions(scan, brain=brain.astype(bool))
+    level = background_level(scan, regions)
+    assert level > 0  # the case at hand: an air level is subtracted
+    volume, work = to_working(scan, regions, level)
+    found = register_template(volume, work.grid)
+    assert found.head_dice > MIN_HEAD_DICE + 0.05
+    unshifted, _ = to_working(scan, regions, 0.0)  # the air offset kept: the overlap check barely moves
+    assert abs(register_template(unshifted, work.grid).head_dice - found.head_dice) < 0.05
