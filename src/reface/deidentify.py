@@ -104,14 +104,17 @@ def deidentify(scan: Scan, method: str = DEFAULT_METHOD, *, seed: int = 0, brain
     """De-identify one scan in memory with a named method."""
     say = progress or (lambda _msg: None)
     fn = get_method(method)
+    on_input_grid = getattr(fn, "on_input_grid", None)
+    input_grid = on_input_grid is not None and not options
     say("brain mask")
-    regions = make_regions(scan, brain=brain, margin_mm=margin_mm, device=device)
+    # on the input grid the head only checks the scan and finds its air level: a 2 mm head will do
+    step = 2 if input_grid and max(scan.zooms) <= 1.05 else 1
+    regions = make_regions(scan, brain=brain, margin_mm=margin_mm, device=device, head_step=step)
     check_head(regions.brain, regions.head, scan.zooms, scan.source, given=brain is not None)
     level = background_level(scan, regions)
     rng = np.random.default_rng(seed)
     deep_mm = float(options.pop("deep_mm", getattr(fn, "deep_mm", 0.0)))
-    on_input_grid = getattr(fn, "on_input_grid", None)
-    if on_input_grid is not None and not options:
+    if input_grid:
         # a method that can work on the scan's own grid (shear) skips the resampling there and back
         say(f"method {method} (input grid)")
         raw = on_input_grid(scan, regions, rng=rng, level=level)

@@ -75,3 +75,21 @@ def test_fast_depth_on_phantom_and_block():
 def test_depth_without_any_air_uses_the_transform():
     brain = _blob((30, 30, 30), (15, 15, 15), (8, 8, 8))
     _check(brain, np.ones(brain.shape, bool), (1.0, 1.0, 1.0))
+
+
+@pytest.mark.parametrize("shell", [3, 5, 6, 7, 8, 10])
+def test_check_head_refuses_exactly_when_the_full_median_is_shallow(shell):
+    """check_head decides on depths capped at the threshold first; its verdict must still be the full one's."""
+    from reface.errors import RefaceError
+    from reface.headcheck import check_head
+
+    rng = np.random.default_rng(shell)
+    brain = _blob((60, 60, 60), (30, 30, 30), (14, 16, 12))
+    head = _blob((60, 60, 60), (30, 30, 30), (14 + shell, 16 + shell * rng.uniform(0.6, 1.4), 12 + shell)) | brain
+    shallow = float(np.median(_reference_depths(brain, head, (1.0, 1.0, 1.0)))) < MIN_TISSUE_MM
+    if shallow:
+        with pytest.raises(RefaceError, match="does not look like a head"):
+            check_head(brain, head, (1.0, 1.0, 1.0), "blob")
+    else:
+        check_head(brain, head, (1.0, 1.0, 1.0), "blob")
+    assert shallow == (shell <= 6)  # both outcomes are exercised
