@@ -313,10 +313,14 @@ def make_regions(scan: Scan, *, brain: np.ndarray | None = None, margin_mm: floa
 def coarse_head_mask(volume: np.ndarray, step: int) -> np.ndarray:
     """head_mask found on every `step`-th voxel, each coarse voxel spread over its step^3 block."""
     coarse = head_mask(np.ascontiguousarray(volume[::step, ::step, ::step]))
-    out = coarse
-    for axis in range(3):
-        out = np.repeat(out, step, axis=axis)
-    return np.ascontiguousarray(out[: volume.shape[0], : volume.shape[1], : volume.shape[2]])
+    return np.ascontiguousarray(upsample(coarse, step, volume.shape))
+
+
+def upsample(mask: np.ndarray, step: int, shape: tuple[int, ...]) -> np.ndarray:
+    """Nearest-neighbour upsampling of a `step`-strided mask back to `shape`."""
+    for axis in range(mask.ndim):
+        mask = np.repeat(mask, step, axis=axis)
+    return mask[tuple(slice(0, n) for n in shape)]
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:

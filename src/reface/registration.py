@@ -19,7 +19,7 @@ from scipy import ndimage as ndi
 from . import geometry
 from .errors import RefaceError
 from .geometry import Grid
-from .masks import dice, head_mask
+from .masks import dice, head_mask, upsample
 
 COARSE_MM = 3.0
 # Height of the slab below the vertex whose centroid seeds the registration (mm).
@@ -247,13 +247,6 @@ def template_head(registration: TemplateRegistration) -> np.ndarray:
 
     data, affine = load_volume(str(mean_head_path()))
     return registration.warp(data, affine, order=1)
-
-
-def upsample(mask: np.ndarray, step: int, shape: tuple[int, ...]) -> np.ndarray:
-    """Nearest-neighbour upsampling of a `step`-strided mask back to `shape`."""
-    for axis in range(mask.ndim):
-        mask = np.repeat(mask, step, axis=axis)
-    return mask[tuple(slice(0, n) for n in shape)]
 
 
 @lru_cache(maxsize=1)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-from ..registration import upsample
+from ..masks import upsample
 
 FEATHER_MM = 4.0
 
