@@ -16,7 +16,15 @@ from reface.errors import RefaceError
 from reface.io import load_scan
 from reface.masks import dice, make_regions
 from reface.model.data import intensity_scale
-from reface.model.prior import _demons, atlas, fitted_prior, match_contrast, quantile_mapper
+from reface.model.prior import (
+    CHIN_EXTRA_MM,
+    CHIN_FROM_MM,
+    _demons,
+    atlas,
+    fitted_prior,
+    match_contrast,
+    quantile_mapper,
+)
 from reface.phantom import phantom_image
 from reface.warp import jacobian_determinant
 
@@ -111,10 +119,12 @@ def test_shipped_template_brain_mask_is_deepbets():
     """The shipped mask of the mean head (resources.mean_head_brain) is what deepbet gives today."""
     from reface.io import load_scan
     from reface.masks import auto_brain_mask
-    from reface.resources import mean_head_path
+    from reface.resources import mean_head_brain, mean_head_path
 
     fresh = auto_brain_mask(load_scan(mean_head_path()))
-    assert dice(atlas().brain, fresh) > 0.998
+    assert dice(mean_head_brain(), fresh) > 0.998
+    brain = atlas().brain
+    assert np.array_equal(brain[:, :, brain.shape[2] - fresh.shape[2]:], mean_head_brain())
 
 
 def test_shipped_template_head_mask_is_recomputed_and_cuts_the_ghost_frame():
@@ -127,10 +137,37 @@ def test_shipped_template_head_mask_is_recomputed_and_cuts_the_ghost_frame():
     raw = load_scan(mean_head_path()).data
     shipped = mean_head_mask()
     assert np.array_equal(shipped, ndi.binary_dilation(head_mask(raw), iterations=2))
-    head = atlas().head
+    ref = atlas()
+    pad = ref.head.shape[2] - raw.shape[2]  # the chin added below (test_atlas_continues_below_the_template)
+    k0 = int(round(CHIN_FROM_MM / abs(float(ref.affine[2, 2]))))
+    head, raw, shipped = ref.head[:, :, pad + k0:], raw[:, :, k0:], shipped[:, :, k0:]
     level = float(np.percentile(raw, 99))
     frame = ~ndi.binary_dilation(shipped, iterations=3) & (raw > 0.1 * level)
     assert frame.sum() > 10_000  # the average does hold such a frame
     assert float(head[frame].max()) < 0.01 * level
     core = ndi.binary_erosion(shipped, iterations=5)
     assert np.allclose(head[core], raw[core], rtol=5e-3)
+
+
+def test_atlas_continues_below_the_template():
+    """Below its last full slice the template continues as a closed, receding chin and neck (it ended at the
+    lower lip, and every scan with a chin got a cave there); the atlas's world geometry is unchanged."""
+    from reface.io import load_scan
+    from reface.resources import mean_head_path
+
+    scan = load_scan(mean_head_path())
+    ref = atlas()
+    pad = ref.head.shape[2] - scan.shape[2]
+    assert pad * abs(float(ref.affine[2, 2])) == pytest.approx(CHIN_EXTRA_MM, abs=1.0)
+    # voxel k + pad of the atlas is voxel k of the mean head, at the same world point
+    assert np.allclose(ref.affine @ [10, 20, 30 + pad, 1], scan.affine @ [10, 20, 30, 1])
+    assert not ref.brain[:, :, :pad].any()
+    level = 0.1 * float(np.percentile(ref.head, 99))
+    areas = [int((ref.head[:, :, k] > level).sum()) for k in range(0, pad + 20, 10)]
+    assert all(a > 2000 for a in areas)  # a head all the way down, no cave
+    assert areas == sorted(areas)  # narrowing downwards
+    for k in (5, pad // 2, pad + 5):  # each slice one outline with no groove: closing it adds next to nothing
+        inside = ref.head[:, :, k] > level
+        assert ndi.label(inside)[1] == 1
+        closed = ndi.binary_closing(np.pad(inside, 10), iterations=8)[10:-10, 10:-10]
+        assert (closed & ~inside).sum() < 0.02 * inside.sum()

@@ -52,6 +52,10 @@ SHAPE_BROAD_SHIFT_SD_MM = 6.0
 SHAPE_BROAD_LOG_SCALE_SD = 0.2
 SHAPE_HEAD_LEVEL = 0.15  # generated head vs background, normalised units (brain p99 = 1)
 SHAPE_MIN_JACOBIAN = 0.2
+# The generated face ends this far inside the field of view's front where the input's did (fit_front),
+# pressed back along y over a ramp of this length in front of the preserved region.
+FRONT_MARGIN_MM = 4.0
+FRONT_RAMP_MM = 20.0
 
 
 def resolve_device(name: str) -> torch.device:
@@ -168,6 +172,8 @@ def generate_head(
             preserved, coarse_head, np.random.default_rng(shape_seed), amount=shape_diversity
         )
         head = warp(head, disp)
+    if inside is not None:
+        head = fit_front(head, preserved, inside, input_head)
     if finest > 1:
         head = head + _texture(norm, preserved, head, finest, rng, device)
     tissue = match_contrast(head[0, 0].float().cpu().numpy(), norm, preserved)
@@ -303,6 +309,75 @@ def face_deformation(
             return disp
         velocity *= 0.7
     return np.zeros((3, *shape), np.float32)  # unreachable in practice: keep the generator's head
+
+
+def _front(mask: np.ndarray) -> np.ndarray:
+    """Per (x, z) column of an [X, Y, Z] mask: the largest y in it, -1 where the column is empty."""
+    any_ = mask.any(axis=1)
+    last = mask.shape[1] - 1 - np.argmax(mask[:, ::-1, :], axis=1)
+    return np.where(any_, last, -1)
+
+
+def _envelope(values: np.ndarray, size: int, sigma: float) -> np.ndarray:
+    """A smooth upper envelope of a 2D map: max filter, then Gaussian (the peak keeps ~99 % of itself)."""
+    from scipy import ndimage as ndi
+
+    return ndi.gaussian_filter(ndi.maximum_filter(values, size=size, mode="nearest"), sigma, mode="nearest")
+
+
+def fit_front(head: torch.Tensor, preserved: np.ndarray, inside: np.ndarray,
+              input_head: np.ndarray | None) -> torch.Tensor:
+    """Press the generated face back until it ends FRONT_MARGIN_MM inside the field of view (working grid,
+    +y = anterior), or no further forward than the input's own head where that reached closer to the edge:
+    a face cut by the field of view renders as a flat, bright plane (the MNI box, whose front is 2 mm from
+    the nose, cut 10-20 mm off the generated face).
+
+    Each (x, z) column is sampled at y + k ramp(y - y0): zero behind y0 (the preserved region's front, or
+    its centre where the column misses it), a quadratic ramp over FRONT_RAMP_MM, then linear. k and y0 are
+    smooth upper envelopes over the columns, so the warp has no seams, and dy_sampled/dy >= 1 (no folds)."""
+    step = 2  # columns every 2 mm
+    sub = (slice(None, None, step), slice(None), slice(None, None, step))
+    fov = _front(inside[sub]).astype(np.float64)
+    limit = fov - FRONT_MARGIN_MM
+    if input_head is not None:
+        limit = np.maximum(limit, np.minimum(_front(input_head[sub]), fov))
+    front = _front(head[0, 0].float().cpu().numpy()[sub] > SHAPE_HEAD_LEVEL).astype(np.float64)
+    own = _front(preserved[sub]).astype(np.float64)
+    if not preserved.any():
+        return head
+    centre = float(np.nonzero(preserved)[1].mean())
+    y0 = _envelope(np.maximum(own, centre), 11, 2.0)
+
+    def ramp(t):
+        t = np.maximum(t, 0.0)
+        return np.where(t < FRONT_RAMP_MM, t * t / (2.0 * FRONT_RAMP_MM), t - FRONT_RAMP_MM / 2.0)
+
+    over = (front > limit) & (fov >= 0) & (front >= 0) & (limit > y0 + 2.0)
+    if not over.any():
+        return head
+    need = np.zeros_like(fov)
+    need[over] = (front[over] - limit[over]) / ramp(limit[over] - y0[over])
+    k = _envelope(need, 11, 2.0) / 0.98
+    size = tuple(head.shape[2:])
+    from scipy import ndimage as ndi
+
+    def full(a: np.ndarray) -> torch.Tensor:  # a column map back to every (x, z)
+        out = ndi.zoom(a, [n / m for n, m in zip((size[0], size[2]), a.shape, strict=True)], order=1,
+                       grid_mode=True, mode="nearest")[: size[0], : size[2]]
+        return torch.from_numpy(np.ascontiguousarray(out, np.float32))[:, None, :]
+
+    y = torch.arange(size[1], dtype=torch.float32)[None, :, None]
+    own_full = torch.from_numpy(_front(preserved).astype(np.float32))[:, None, :]
+    t = torch.clamp(y - torch.maximum(full(y0), own_full), min=0.0)  # never in front of the preserved region
+    shift = full(k) * torch.where(t < FRONT_RAMP_MM, t * t / (2.0 * FRONT_RAMP_MM), t - FRONT_RAMP_MM / 2.0)
+    axes = [torch.arange(n, dtype=torch.float32) for n in size]
+    coords = [axes[0].view(-1, 1, 1).expand(size), (y + shift).expand(size), axes[2].view(1, 1, -1).expand(size)]
+    grid = torch.stack([2.0 * c / (n - 1) - 1.0 for c, n in zip(coords, size, strict=True)][::-1], dim=-1)[None]
+    moved = torch.nn.functional.grid_sample(
+        head.float().cpu(), grid, mode="bilinear", padding_mode="zeros", align_corners=True
+    )
+    # unmoved voxels keep their values exactly (the sampling's arithmetic is not exact at whole voxels)
+    return torch.where((shift == 0).expand(size)[None, None], head.float().cpu(), moved).to(head.device, head.dtype)
 
 
 def warp(head: torch.Tensor, disp: np.ndarray) -> torch.Tensor:

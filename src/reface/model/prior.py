@@ -32,6 +32,14 @@ QUANTILES = np.linspace(1.0, 99.0, 99)
 MIN_BRAIN_DICE = 0.8
 HEAD_LEVEL = 0.1  # head vs air, normalised units (brain p99 = 1)
 SAMPLE = 500_000  # voxels enough for quantiles
+# Below the template's last full slice (this far above its bottom edge) the head continues as that slice,
+# for CHIN_EXTRA_MM past the template's edge, shrinking by these fractions per mm (left-right, front-back):
+# a receding chin and jaw, then a neck.
+CHIN_FROM_MM = 22.0
+CHIN_EXTRA_MM = 60.0
+CHIN_BLEND_MM = 10.0
+CHIN_TAPER_LR = 0.006
+CHIN_TAPER_AP = 0.012
 
 
 @dataclass(frozen=True)
@@ -58,9 +66,50 @@ def atlas() -> Atlas:
     if brain.shape != scan.shape or inside.shape != scan.shape:
         raise RefaceError(f"the shipped template masks {brain.shape} do not fit the mean head {scan.shape}")
     head = (scan.data * ndi.gaussian_filter(inside.astype(np.float32), 1.0)).astype(np.float32)
+    head, pad = _extend_chin(head, scan.affine)
+    brain = np.pad(brain, ((0, 0), (0, 0), (pad, 0)))
+    shift = np.eye(4)
+    shift[2, 3] = -pad  # voxel k of the extended atlas is voxel k - pad of the mean head
     for a in (head, brain):
         a.setflags(write=False)
-    return Atlas(head=head, brain=brain, affine=scan.affine)
+    return Atlas(head=head, brain=brain, affine=scan.affine @ shift)
+
+
+def _extend_chin(head: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, int]:
+    """The mean head with CHIN_FROM_MM of its bottom redone and CHIN_EXTRA_MM added below, each slice its
+    last full slice (its outline closed over the mouth) shrunk towards that slice's centre the further down
+    it is: a chin and jaw that recede, then a neck, instead of nothing.
+
+    pydeface's mean head ends at the lower lip and fades over its last ~20 mm (fewer of its subjects reach
+    there): sampled as it was, every scan with a chin got a cave under the generated mouth."""
+    dz = abs(float(affine[2, 2]))
+    k0, pad = int(round(CHIN_FROM_MM / dz)), int(round(CHIN_EXTRA_MM / dz))
+    source = head[:, :, k0].copy()
+    level = float(np.percentile(head, 99)) * 0.1
+    inside = source > level
+    if not inside.any():
+        return head, 0
+    # the mouth may open to the front at that level: close the outline over it (a closed chin)
+    closed = ndi.binary_fill_holes(ndi.binary_closing(np.pad(inside, 20), structure=_disk(15))[20:-20, 20:-20])
+    # and give it a skin all round: the front of the average's lower face is dim (lips and teeth vary), and
+    # a dim front reads as air to a head mask, which then cut a groove down the chin
+    rim = closed & ~ndi.binary_erosion(closed, iterations=4)
+    skin = np.where(rim, np.maximum(source, float(np.percentile(source[inside], 90))), source)
+    ij = np.nonzero(closed)
+    centre = np.array([ij[0].mean(), ij[1].mean()])
+    out = np.concatenate([np.zeros(head.shape[:2] + (pad,), np.float32), head], axis=2)
+    for k in range(pad + k0):
+        depth_mm = (pad + k0 - k) * dz
+        scale = np.array([1.0 + CHIN_TAPER_LR * depth_mm, 1.0 + CHIN_TAPER_AP * depth_mm])
+        w = min(1.0, depth_mm / CHIN_BLEND_MM)  # the closed skin fades in below the last slice: no step
+        out[:, :, k] = ndi.affine_transform(w * skin + (1.0 - w) * source, np.diag(scale),
+                                            offset=centre - scale * centre, order=1, cval=0.0)
+    return out, pad
+
+
+def _disk(radius: int) -> np.ndarray:
+    g = np.arange(-radius, radius + 1) ** 2
+    return np.add.outer(g, g) <= radius * radius
 
 
 def _brain_only_coarse(volume: np.ndarray, brain: np.ndarray, affine: np.ndarray, spacing: float):
