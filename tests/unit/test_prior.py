@@ -19,6 +19,7 @@ from reface.model.data import intensity_scale
 from reface.model.prior import (
     CHIN_EXTRA_MM,
     CHIN_FROM_MM,
+    MOUTH_MM,
     _demons,
     atlas,
     fitted_prior,
@@ -139,7 +140,8 @@ def test_shipped_template_head_mask_is_recomputed_and_cuts_the_ghost_frame():
     assert np.array_equal(shipped, ndi.binary_dilation(head_mask(raw), iterations=2))
     ref = atlas()
     pad = ref.head.shape[2] - raw.shape[2]  # the chin added below (test_atlas_continues_below_the_template)
-    k0 = int(round(CHIN_FROM_MM / abs(float(ref.affine[2, 2]))))
+    # and the mouth above it closed (same test): the rest is the template as it is
+    k0 = int(round((CHIN_FROM_MM + MOUTH_MM) / abs(float(ref.affine[2, 2]))))
     head, raw, shipped = ref.head[:, :, pad + k0:], raw[:, :, k0:], shipped[:, :, k0:]
     level = float(np.percentile(raw, 99))
     frame = ~ndi.binary_dilation(shipped, iterations=3) & (raw > 0.1 * level)
@@ -166,6 +168,10 @@ def test_atlas_continues_below_the_template():
     areas = [int((ref.head[:, :, k] > level).sum()) for k in range(0, pad + 20, 10)]
     assert all(a > 2000 for a in areas)  # a head all the way down, no cave
     assert areas == sorted(areas)  # narrowing downwards
+    # a chin with an underside: the neck's front stands well behind the chin's (it ran straight down)
+    k0 = int(round(CHIN_FROM_MM / abs(float(ref.affine[2, 2]))))
+    front = [int(np.nonzero((ref.head[:, :, k] > level).any(axis=0))[0].max()) for k in (5, pad + k0)]
+    assert (front[1] - front[0]) * abs(float(ref.affine[1, 1])) > 40
     for k in (5, pad // 2, pad + 5):  # each slice one outline with no groove: closing it adds next to nothing
         inside = ref.head[:, :, k] > level
         assert ndi.label(inside)[1] == 1

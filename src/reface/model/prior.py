@@ -33,13 +33,17 @@ MIN_BRAIN_DICE = 0.8
 HEAD_LEVEL = 0.1  # head vs air, normalised units (brain p99 = 1)
 SAMPLE = 500_000  # voxels enough for quantiles
 # Below the template's last full slice (this far above its bottom edge) the head continues as that slice,
-# for CHIN_EXTRA_MM past the template's edge, shrinking by these fractions per mm (left-right, front-back):
-# a receding chin and jaw, then a neck.
+# for CHIN_EXTRA_MM past the template's edge: its front recedes CHIN_RECEDE (mm per mm) down to the chin's
+# underside CHIN_DEPTH_MM below that slice, then runs back NECK_RECEDE_MM over UNDER_CHIN_MM (the sloped
+# floor of the mouth), while the outline narrows to NECK_WIDTH of its width: a chin, a jaw, then a neck.
 CHIN_FROM_MM = 22.0
 CHIN_EXTRA_MM = 60.0
-CHIN_BLEND_MM = 10.0
-CHIN_TAPER_LR = 0.006
-CHIN_TAPER_AP = 0.012
+CHIN_RECEDE = 0.15
+CHIN_DEPTH_MM = 32.0
+MOUTH_MM = 20.0
+UNDER_CHIN_MM = 18.0
+NECK_RECEDE_MM = 65.0
+NECK_WIDTH = 0.8
 
 
 @dataclass(frozen=True)
@@ -86,25 +90,49 @@ def _extend_chin(head: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, int]
     k0, pad = int(round(CHIN_FROM_MM / dz)), int(round(CHIN_EXTRA_MM / dz))
     source = head[:, :, k0].copy()
     level = float(np.percentile(head, 99)) * 0.1
-    inside = source > level
-    if not inside.any():
+    if not (source > level).any():
         return head, 0
-    # the mouth may open to the front at that level: close the outline over it (a closed chin)
-    closed = ndi.binary_fill_holes(ndi.binary_closing(np.pad(inside, 20), structure=_disk(15))[20:-20, 20:-20])
-    # and give it a skin all round: the front of the average's lower face is dim (lips and teeth vary), and
-    # a dim front reads as air to a head mask, which then cut a groove down the chin
-    rim = closed & ~ndi.binary_erosion(closed, iterations=4)
-    skin = np.where(rim, np.maximum(source, float(np.percentile(source[inside], 90))), source)
+    skin, closed = _closed_skin(source, level)
+    # the mouth above that slice is dim too (lips and teeth vary): close it, fading out over MOUTH_MM
+    head = head.copy()
+    for k in range(k0 + 1, min(head.shape[2], k0 + int(round(MOUTH_MM / dz)))):
+        w = 1.0 - (k - k0) * dz / MOUTH_MM
+        head[:, :, k] = w * _closed_skin(head[:, :, k], level)[0] + (1.0 - w) * head[:, :, k]
     ij = np.nonzero(closed)
-    centre = np.array([ij[0].mean(), ij[1].mean()])
+    centre_lr, back, front = ij[0].mean(), float(ij[1].min()), float(ij[1].max())
     out = np.concatenate([np.zeros(head.shape[:2] + (pad,), np.float32), head], axis=2)
-    for k in range(pad + k0):
+    for k in range(pad + k0 + 1):
         depth_mm = (pad + k0 - k) * dz
-        scale = np.array([1.0 + CHIN_TAPER_LR * depth_mm, 1.0 + CHIN_TAPER_AP * depth_mm])
-        w = min(1.0, depth_mm / CHIN_BLEND_MM)  # the closed skin fades in below the last slice: no step
-        out[:, :, k] = ndi.affine_transform(w * skin + (1.0 - w) * source, np.diag(scale),
-                                            offset=centre - scale * centre, order=1, cval=0.0)
+        ap, lr = _chin_profile(depth_mm, (front - back) * abs(float(affine[1, 1])))
+        # output voxel (i, j) samples the source at (centre + (i - centre) / lr, back + (j - back) / ap):
+        # left-right about the middle, front-back about the back of the neck, which stays where it is
+        scale = np.array([1.0 / lr, 1.0 / ap])
+        out[:, :, k] = ndi.affine_transform(skin, np.diag(scale),
+                                            offset=np.array([centre_lr, back]) * (1.0 - scale), order=1,
+                                            cval=0.0)
     return out, pad
+
+
+def _closed_skin(section: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
+    """An axial section with its outline closed over the mouth and a skin all round it, and that outline.
+
+    The front of the average's lower face is dim (lips and teeth vary), and a dim front reads as air to a
+    head mask, which then cut a groove down the chin."""
+    inside = section > level
+    if not inside.any():
+        return section, inside
+    closed = ndi.binary_fill_holes(ndi.binary_closing(np.pad(inside, 20), structure=_disk(15))[20:-20, 20:-20])
+    rim = closed & ~ndi.binary_erosion(closed, iterations=4)
+    return np.where(rim, np.maximum(section, float(np.percentile(section[inside], 90))), section), closed
+
+
+def _chin_profile(depth_mm: float, length_mm: float) -> tuple[float, float]:
+    """Front-back and left-right size, as fractions of the source slice's, depth_mm below that slice."""
+    under = min(1.0, max(0.0, (depth_mm - CHIN_DEPTH_MM) / UNDER_CHIN_MM))
+    under = under * under * (3.0 - 2.0 * under)  # smoothstep: the chin rounds into its underside
+    recede = CHIN_RECEDE * min(depth_mm, CHIN_DEPTH_MM) + under * NECK_RECEDE_MM
+    narrow = min(1.0, depth_mm / (CHIN_DEPTH_MM + UNDER_CHIN_MM))
+    return max(0.2, 1.0 - recede / length_mm), 1.0 - (1.0 - NECK_WIDTH) * narrow
 
 
 def _disk(radius: int) -> np.ndarray:
