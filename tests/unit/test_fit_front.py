@@ -44,3 +44,14 @@ def test_where_the_input_reached_the_edge_the_output_may_too():
     input_head = (head[0, 0].numpy() > SHAPE_HEAD_LEVEL) & (y <= 95)  # the input's nose was cut by the edge
     out = fit_front(head, preserved, inside, input_head)[0, 0].numpy()
     assert 95 - 2 <= _front(out > SHAPE_HEAD_LEVEL).max() <= 95 + 1
+
+
+def test_columns_an_oblique_field_of_view_cuts_short_are_no_front():
+    """A column that leaves the field of view through its bottom (tilted), not its front, keeps its face."""
+    head, preserved, inside, input_head = _scene(face_front=80)
+    x, y, z = np.indices(preserved.shape)
+    chin = (np.abs(x - 20) <= 8) & (z < 8) & (y >= 30) & (y <= 75)
+    head = torch.maximum(head, torch.from_numpy(0.8 * chin.astype(np.float32))[None, None])
+    input_head = input_head | chin
+    inside = inside & ~((z < 8) & (y > 40 + 8 * z))  # a tilted floor: the lowest columns end early
+    assert torch.equal(fit_front(head, preserved, inside, input_head), head)

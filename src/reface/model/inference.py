@@ -334,10 +334,16 @@ def fit_front(head: torch.Tensor, preserved: np.ndarray, inside: np.ndarray,
 
     Each (x, z) column is sampled at y + k ramp(y - y0): zero behind y0 (the preserved region's front, or
     its centre where the column misses it), a quadratic ramp over FRONT_RAMP_MM, then linear. k and y0 are
-    smooth upper envelopes over the columns, so the warp has no seams, and dy_sampled/dy >= 1 (no folds)."""
+    smooth upper envelopes over the columns, so the warp has no seams, and dy_sampled/dy >= 1 (no folds).
+
+    Only columns that leave the field of view through its front count, where the front's tilt is under 45
+    degrees: where a tilted bottom or side cuts a column short, its last voxel inside is no front (pydeface's
+    oblique mean head lost a cheek to it)."""
     step = 2  # columns every 2 mm
     sub = (slice(None, None, step), slice(None), slice(None, None, step))
     fov = _front(inside[sub]).astype(np.float64)
+    tilt = np.maximum(*(np.abs(np.gradient(fov, step, axis=a)) for a in (0, 1)))
+    fov[tilt > 1.0] = -1.0
     limit = fov - FRONT_MARGIN_MM
     if input_head is not None:
         limit = np.maximum(limit, np.minimum(_front(input_head[sub]), fov))
