@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 
 import nibabel as nib
 import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+# the derived remodel template (reface/diskcache.py) goes to a folder of this session's, not the user's home;
+# subprocesses (the CLI tests) inherit it
+_CACHE = tempfile.mkdtemp(prefix="reface-test-cache-")
+os.environ["REFACE_CACHE_DIR"] = _CACHE
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_disk_cache():
+    yield
+    shutil.rmtree(_CACHE, ignore_errors=True)
 
 
 @pytest.fixture

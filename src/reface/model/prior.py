@@ -61,7 +61,31 @@ def atlas() -> Atlas:
 
     The cut (a soft edge, sigma 1 voxel, outside the shipped head mask) removes the average's ghost frame in
     front of the face: matched to a subject's contrast and given a skin shell, it became a horseshoe tube
-    around the eyes and bumps on the forehead."""
+    around the eyes and bumps on the forehead. Derived once per user (diskcache.py), then read back."""
+    arrays = _derived_template()
+    head, brain = arrays["head"], arrays["brain"].astype(bool)
+    for a in (head, brain):
+        a.setflags(write=False)
+    return Atlas(head=head, brain=brain, affine=arrays["affine"])
+
+
+@lru_cache(maxsize=1)
+def _derived_template() -> dict[str, np.ndarray]:
+    """The template head and brain, and its coarse skull-stripped brain for registration, from the disk
+    cache when the same sources and code made them before (~2 s to derive)."""
+    from pathlib import Path
+
+    from .. import diskcache, registration
+    from ..resources import mean_head_path
+
+    here = Path(__file__)
+    sources = [mean_head_path(), here, Path(registration.__file__), Path(geometry.__file__),
+               here.parents[1] / "resources" / "mean_head_brain.npz",
+               here.parents[1] / "resources" / "mean_head_mask.npz", f"coarse {COARSE_MM}"]
+    return diskcache.cached_arrays("remodel-template", sources, _derive_template)
+
+
+def _derive_template() -> dict[str, np.ndarray]:
     from ..io import load_scan
     from ..resources import mean_head_brain, mean_head_mask, mean_head_path
 
@@ -74,9 +98,11 @@ def atlas() -> Atlas:
     brain = np.pad(brain, ((0, 0), (0, 0), (pad, 0)))
     shift = np.eye(4)
     shift[2, 3] = -pad  # voxel k of the extended atlas is voxel k - pad of the mean head
-    for a in (head, brain):
-        a.setflags(write=False)
-    return Atlas(head=head, brain=brain, affine=scan.affine @ shift)
+    affine = scan.affine @ shift
+    coarse, coarse_grid = _brain_only_coarse(head, brain, affine, COARSE_MM)
+    return {"head": head, "brain": brain, "affine": affine, "coarse": coarse,
+            "coarse_affine": coarse_grid.affine, "coarse_shape": np.array(coarse_grid.shape),
+            "centroid": _centroid(brain, affine)}
 
 
 def _extend_chin(head: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, int]:
@@ -159,10 +185,11 @@ def _centroid(mask: np.ndarray, affine: np.ndarray) -> np.ndarray:
 @lru_cache(maxsize=1)
 def _atlas_brain_coarse():
     """The template's skull-stripped coarse brain, its grid and its centroid: the same for every scan."""
-    ref = atlas()
-    image, coarse_grid = _brain_only_coarse(ref.head, ref.brain, ref.affine, COARSE_MM)
+    arrays = _derived_template()
+    image = arrays["coarse"]
     image.setflags(write=False)
-    return image, coarse_grid, _centroid(ref.brain, ref.affine)
+    grid = Grid(shape=tuple(int(n) for n in arrays["coarse_shape"]), affine=arrays["coarse_affine"])
+    return image, grid, arrays["centroid"]
 
 
 def register_brains(volume: np.ndarray, brain: np.ndarray, grid: Grid, *, seed: int = 0) -> np.ndarray:
