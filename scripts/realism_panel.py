@@ -5,7 +5,8 @@
 
 `remodel-prior` is remodel without the GAN (fitted prior, seeded deformation, finishing): what the GAN adds
 is the difference between the two rows. `remodel-whole` generates the whole head, its deep interior too
-(deep_mm=0): what keeping the input's deep tissue changes. Metrics: see reface.evaluate.realism.
+(deep_mm=0): what keeping the input's deep tissue changes. `remodel-unlayered` keeps the template's own
+scalp layers (layered_scalp=False): what giving the scalp the input's layering (reface.scalp) changes. Metrics: see reface.evaluate.realism.
 
 `--utility` adds the evaluation's utility yardsticks on the same outputs, against the head's own original
 (reface.evaluate.utility): deepbet brain-mask Dice, and mean tissue Dice (CSF, GM, WM) of the 3-class GMM
@@ -51,6 +52,8 @@ def run(method: str, scan, seed: int):
         method, options = "remodel", {"use_generator": False}
     elif method == "remodel-whole":  # the whole head generated, the deep interior too (deep_mm=0)
         method, options = "remodel", {"deep_mm": 0.0}
+    elif method == "remodel-unlayered":  # the template's own scalp layers (no scalp.py)
+        method, options = "remodel", {"layered_scalp": False}
     return deidentify(scan, method, seed=seed, **options)
 
 

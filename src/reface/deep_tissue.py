@@ -42,16 +42,23 @@ def depth_mm(head: np.ndarray, zooms: tuple[float, float, float]) -> np.ndarray:
 
 
 def deep_weight(input_head: np.ndarray, new_head: np.ndarray, zooms: tuple[float, float, float], *,
-                depth: float = DEPTH_MM, ramp: float = RAMP_MM) -> np.ndarray:
-    """float32 in [0, 1]: 1 where the input's tissue comes back, 0 in the generated shell."""
-    shallower = np.minimum(depth_mm(input_head, zooms), depth_mm(new_head, zooms))
+                depth: float = DEPTH_MM, ramp: float = RAMP_MM, input_depth: np.ndarray | None = None,
+                new_depth: np.ndarray | None = None) -> np.ndarray:
+    """float32 in [0, 1]: 1 where the input's tissue comes back, 0 in the generated shell.
+
+    `input_depth`, `new_depth`: the heads' `depth_mm` maps when the caller has them already."""
+    input_depth = depth_mm(input_head, zooms) if input_depth is None else input_depth
+    new_depth = depth_mm(new_head, zooms) if new_depth is None else new_depth
+    shallower = np.minimum(input_depth, new_depth)
     return np.clip((shallower - depth) / ramp, 0.0, 1.0)
 
 
 def keep_deep_tissue(data: np.ndarray, new: np.ndarray, input_head: np.ndarray, new_head: np.ndarray,
-                     zooms: tuple[float, float, float], *, depth: float = DEPTH_MM) -> tuple[np.ndarray, np.ndarray]:
+                     zooms: tuple[float, float, float], *, depth: float = DEPTH_MM,
+                     input_depth: np.ndarray | None = None, new_depth: np.ndarray | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
     """(blended float32 volume, voxels that changed): the input `data` back in the deep core of `new`."""
-    weight = deep_weight(input_head, new_head, zooms, depth=depth)
+    weight = deep_weight(input_head, new_head, zooms, depth=depth, input_depth=input_depth, new_depth=new_depth)
     changed = weight > 0
     out = new.astype(np.float32, copy=True)
     w = weight[changed]

@@ -114,6 +114,7 @@ def deidentify(scan: Scan, method: str = DEFAULT_METHOD, *, seed: int = 0, brain
     level = background_level(scan, regions)
     rng = np.random.default_rng(seed)
     deep_mm = float(options.pop("deep_mm", getattr(fn, "deep_mm", 0.0)))
+    layers = bool(options.pop("layered_scalp", getattr(fn, "layered_scalp", False)))
     if input_grid:
         # a method that can work on the scan's own grid (shear) skips the resampling there and back
         say(f"method {method} (input grid)")
@@ -142,9 +143,9 @@ def deidentify(scan: Scan, method: str = DEFAULT_METHOD, *, seed: int = 0, brain
             say(f"blanked {int(beyond.sum())} head voxels in front of the working grid")
             raw[beyond] = scan.quantize(np.full(1, level, np.float32))[0]
     new_head = None
-    if deep_mm > 0:
-        say(f"the input's own tissue deeper than {deep_mm:g} mm")
-        raw, new_head = keep_deep(scan, regions, raw, level, deep_mm)
+    if deep_mm > 0 or layers:
+        say(f"the input's own tissue deeper than {deep_mm:g} mm" + (", its scalp layering" if layers else ""))
+        raw, new_head = keep_deep(scan, regions, raw, level, deep_mm, layers=layers)
     if getattr(fn, "generates_air", False):
         say("air on the input grid")
         raw = fresh_air(scan, regions, raw, level, np.random.default_rng([seed, 1]), new_head=new_head)
@@ -159,17 +160,28 @@ def _new_head(scan: Scan, regions: Regions, new: np.ndarray, level: float) -> np
     return head_mask(new - np.float32(level)) | regions.preserved
 
 
-def keep_deep(scan: Scan, regions: Regions, raw: np.ndarray, level: float, depth: float
-              ) -> tuple[np.ndarray, np.ndarray]:
-    """(raw output with the input's own tissue back deeper than `depth` mm under both skins, the new head)."""
-    from .deep_tissue import keep_deep_tissue
+def keep_deep(scan: Scan, regions: Regions, raw: np.ndarray, level: float, depth: float, *,
+              layers: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(raw output with the input's own tissue back deeper than `depth` mm under both skins, the new head).
+
+    `layers`: first give the generated scalp the input's layering (scalp.py); `depth` 0 keeps no deep tissue."""
+    from .deep_tissue import depth_mm, keep_deep_tissue
+    from .scalp import layered_scalp
 
     new = (raw.astype(np.float64) * scan.slope + scan.inter).astype(np.float32)
     new_head = _new_head(scan, regions, new, level)
-    blended, changed = keep_deep_tissue(scan.data, new, regions.head | regions.preserved, new_head, scan.zooms,
-                                        depth=depth)
+    input_head = regions.head | regions.preserved
+    input_depth, new_depth = depth_mm(input_head, scan.zooms), depth_mm(new_head, scan.zooms)
+    changed = np.zeros(new.shape, bool)
+    if layers:
+        new, changed = layered_scalp(scan.data, new, input_head, new_head, regions.preserved, scan.zooms,
+                                     input_depth=input_depth, new_depth=new_depth)
+    if depth > 0:
+        new, deep = keep_deep_tissue(scan.data, new, input_head, new_head, scan.zooms, depth=depth,
+                                     input_depth=input_depth, new_depth=new_depth)
+        changed |= deep
     out = raw.copy()
-    out[changed] = scan.quantize(blended[changed])
+    out[changed] = scan.quantize(new[changed])
     return out, new_head
 
 

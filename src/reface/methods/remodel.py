@@ -62,3 +62,6 @@ remodel.generates_air = True  # type: ignore[attr-defined]  # deidentify draws i
 # deidentify gives the input's own tissue back deeper than this under both skins (deep_tissue.py); only the
 # shell a face recogniser can see is new. Option `deep_mm=0` remodels the whole head.
 remodel.deep_mm = DEEP_MM  # type: ignore[attr-defined]
+# deidentify gives the generated scalp the input's own layer depths and contrasts (scalp.py); option
+# `layered_scalp=False` keeps the template's blurred layers.
+remodel.layered_scalp = True  # type: ignore[attr-defined]
