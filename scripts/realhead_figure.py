@@ -6,6 +6,8 @@ and a row for each seed; columns: front and left-profile renderings, mid-sagitta
 writes docs/img/realhead_<head>_<method>.png for robex, pydeface-mean and robex-mni (reface.realheads), with
 the heads' reference brain masks where they have one (as `reface evaluate` uses them). The axial slice goes
 through the eyes (10 mm below the front of the frontal lobe), where the face is generated.
+`--option use_generator=false --tag prior` passes method options (here: remodel without the GAN) and
+names the files realhead_<head>_<method>-<tag>.png.
 """
 
 from __future__ import annotations
@@ -41,14 +43,26 @@ def slices(volume: np.ndarray, brain: np.ndarray, mm: float) -> tuple[np.ndarray
     return np.rot90(volume[x]), np.rot90(volume[:, :, z])
 
 
-def figure(name: str, method: str, seeds: list[int], out: Path, size: int, folder: Path) -> Path:
+def parse_option(text: str) -> tuple[str, object]:
+    """'key=value' -> (key, bool / float / str value)."""
+    key, _, value = text.partition("=")
+    if value.lower() in ("true", "false"):
+        return key, value.lower() == "true"
+    try:
+        return key, float(value)
+    except ValueError:
+        return key, value
+
+
+def figure(name: str, method: str, seeds: list[int], out: Path, size: int, folder: Path,
+           options: dict | None = None, tag: str = "") -> Path:
     head = load_real_head(name)
     scan = load_scan(write_panel(folder, (name,))[name])  # as a user's file would be read
     rows = [("original", scan.data)]
     brain = None
     for seed in seeds:
         t0 = time.perf_counter()
-        result = deidentify(scan, method, seed=seed, brain=head.brain)
+        result = deidentify(scan, method, seed=seed, brain=head.brain, **(options or {}))
         brain = result.regions.brain
         rows.append((f"{method} seed {seed}", (result.raw.astype(np.float64) * scan.slope + scan.inter)
                      .astype(np.float32)))
@@ -77,7 +91,7 @@ def figure(name: str, method: str, seeds: list[int], out: Path, size: int, folde
     for c, title in enumerate(("front", "left profile", "mid-sagittal", "axial (eye level)")):
         axes[-1, c].set_xlabel(title)
     fig.tight_layout()
-    path = out / f"realhead_{name}_{method}.png"
+    path = out / f"realhead_{name}_{method}{'-' + tag if tag else ''}.png"
     fig.savefig(path, dpi=60)
     plt.close(fig)
     return path
@@ -90,11 +104,15 @@ def main() -> None:
     parser.add_argument("--heads", nargs="+", default=list(PANEL))
     parser.add_argument("--size", type=int, default=192, help="rendering size in pixels")
     parser.add_argument("--out", type=Path, default=Path("docs/img"))
+    parser.add_argument("--option", action="append", default=[], help="method option key=value (repeatable)")
+    parser.add_argument("--tag", default="", help="file name suffix for a run with options")
     args = parser.parse_args()
+    options = dict(parse_option(o) for o in args.option)
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as folder:
         for name in args.heads:
-            print(f"wrote {figure(name, args.method, args.seeds, args.out, args.size, Path(folder))}")
+            path = figure(name, args.method, args.seeds, args.out, args.size, Path(folder), options, args.tag)
+            print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@
 `remodel-prior` is remodel without the GAN (fitted prior, seeded deformation, finishing): what the GAN adds
 is the difference between the two rows. `remodel-whole` generates the whole head, its deep interior too
 (deep_mm=0): what keeping the input's deep tissue changes. `remodel-unlayered` keeps the template's own
-scalp layers (layered_scalp=False): what giving the scalp the input's layering (reface.scalp) changes. Metrics: see reface.evaluate.realism.
+scalp layers (layered_scalp=False): what giving the scalp the input's layering (reface.scalp) changes.
+Metrics: see reface.evaluate.realism.
 
 `--utility` adds the evaluation's utility yardsticks on the same outputs, against the head's own original
 (reface.evaluate.utility): deepbet brain-mask Dice, and mean tissue Dice (CSF, GM, WM) of the 3-class GMM
@@ -33,6 +34,18 @@ METRICS = ("realism_bg_speckle", "realism_bg_grain", "realism_roughness_mm", "re
 
 
 UTILITY = ("bet_dice_deepbet", "tissue_dice_gmm", "tissue_dice_atropos")
+DETECT = ("faces_yunet-sface", "faces_dlib-resnet", "faces_dlib-hog-resnet")
+
+
+def faces_found(data: np.ndarray, affine: np.ndarray) -> dict[str, float]:
+    """How many of the evaluation's views (front, left30, right30; 256 px) each attacker finds a face in."""
+    from reface.evaluate.attack import make_attacker
+    from reface.evaluate.privacy import VIEWS
+    from reface.evaluate.render import render_views
+
+    images = render_views(data, affine, views=VIEWS, size=256)
+    return {key: float(sum(make_attacker(key[6:]).embed(image) is not None for image in images.values()))
+            for key in DETECT}
 
 
 def utility(original_out, scan, result) -> dict[str, float]:
@@ -64,6 +77,8 @@ def main() -> None:
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--markdown", type=Path)
     parser.add_argument("--utility", action="store_true", help="add BET and tissue Dice (deepbet, GMM, Atropos)")
+    parser.add_argument("--detect", action="store_true",
+                        help="add how many of 3 views each attacker's detector finds a face in")
     args = parser.parse_args()
     heads = args.heads.split(",")
     rows = []
@@ -82,10 +97,13 @@ def main() -> None:
                     values = realism_pairs(scan, _as_scan(scan, result), result.regions)
                     if args.utility:
                         values.update(utility(original_out, scan, result))
+                    if args.detect:
+                        out = (result.raw.astype(np.float64) * scan.slope + scan.inter).astype(np.float32)
+                        values.update(faces_found(out, scan.affine))
                     rows.append((head, method, seed, time.perf_counter() - start, values))
                     cells = " ".join(f"{k[8:]}={values[k]:.4f}/{values[k + '_orig']:.4f}" for k in METRICS)
                     print(f"{head} {method} seed={seed} {rows[-1][3]:.0f}s {cells}", flush=True)
-    extra = UTILITY if args.utility else ()
+    extra = (UTILITY if args.utility else ()) + (DETECT if args.detect else ())
     lines = ["| head | method | seeds | " + " | ".join(f"{m[8:]} (orig)" for m in METRICS)
              + "".join(f" | {m}" for m in extra) + " |",
              "|---|---|---|" + "---|" * (len(METRICS) + len(extra))]
