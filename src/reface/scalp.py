@@ -6,7 +6,7 @@ skin, where a real vault has skin, a thin bright fat layer 2-4 mm deep and dark 
 median at 3 mm deep is 1.05 of the brain's p99, at 6 mm 0.22; the remodeled head had 0.36 and 0.67).
 
 Over the vault the layers follow two surfaces: the skin above and the brain below. So the input's layering
-is read as one table: mean intensity by (depth under the skin, distance from the preserved brain), in 1 mm
+is read as one table: median intensity by (depth under the skin, distance from the preserved brain), in 1 mm
 bins, over the input's non-brain head where the two are less than BAND_MM apart. Under the generated skin,
 the table read at the new head's own depths replaces the generated head's smooth part; the generated head
 keeps its shape and its detail finer than TEXTURE_SIGMA_MM (texture, noise). Adding the difference of the
@@ -38,16 +38,22 @@ SKIN_RAMP_MM = 2.0
 
 def layer_table(values: np.ndarray, skin_depth: np.ndarray, brain_dist: np.ndarray, where: np.ndarray
                 ) -> np.ndarray:
-    """float64 [TABLE_BINS, TABLE_BINS]: mean of `values` by (depth under the skin, distance from the brain)
-    bins over `where`; cells with too few voxels take their nearest filled cell's value (NaN if none)."""
+    """float64 [TABLE_BINS, TABLE_BINS]: median of `values` by (depth under the skin, distance from the brain)
+    bins over `where`; cells with too few voxels take their nearest filled cell's value (NaN if none).
+
+    The median, not the mean: where the fat layer's depth varies over the vault, a bin holds fat in some
+    places and bone in most; its mean is a uniform mid-grey that thickens the bright layer on every slice."""
     ds, dp = skin_depth[where], brain_dist[where]
     i = np.minimum((ds / BIN_MM).astype(np.intp), TABLE_BINS - 1)
     j = np.minimum((dp / BIN_MM).astype(np.intp), TABLE_BINS - 1)
     flat = i * TABLE_BINS + j
-    sums = np.bincount(flat, weights=values[where].astype(np.float64), minlength=TABLE_BINS**2)
+    picked = values[where]
+    order = np.lexsort((picked, flat))  # by cell, then by value within the cell
     counts = np.bincount(flat, minlength=TABLE_BINS**2)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    middle = picked[order][np.minimum(starts + (counts - 1) // 2, max(picked.size - 1, 0))] if picked.size else 0
     filled = (counts >= MIN_COUNT).reshape(TABLE_BINS, TABLE_BINS)
-    table = (sums / np.maximum(counts, 1)).reshape(TABLE_BINS, TABLE_BINS)
+    table = np.where(counts > 0, middle, 0.0).astype(np.float64).reshape(TABLE_BINS, TABLE_BINS)
     if not filled.any():
         return np.full_like(table, np.nan)
     nearest = ndi.distance_transform_edt(~filled, return_distances=False, return_indices=True)
@@ -55,9 +61,11 @@ def layer_table(values: np.ndarray, skin_depth: np.ndarray, brain_dist: np.ndarr
 
 
 def _lookup(table: np.ndarray, skin_depth: np.ndarray, brain_dist: np.ndarray) -> np.ndarray:
-    """Bilinear reading of a table at fractional bin positions (bin centres at (k + 0.5) mm)."""
-    coords = np.stack([skin_depth / BIN_MM - 0.5, brain_dist / BIN_MM - 0.5])
-    return ndi.map_coordinates(table, coords, order=1, mode="nearest").astype(np.float32)
+    """The table's cell for each voxel, binned exactly as the table was built. Interpolating between bin
+    centres smeared the layers by half a bin on grids whose depths are few and discrete (1.5 mm voxels)."""
+    i = np.minimum((skin_depth / BIN_MM).astype(np.intp), TABLE_BINS - 1)
+    j = np.minimum((brain_dist / BIN_MM).astype(np.intp), TABLE_BINS - 1)
+    return table[i, j].astype(np.float32)
 
 
 def layered_scalp(data: np.ndarray, new: np.ndarray, input_head: np.ndarray, new_head: np.ndarray,

@@ -47,10 +47,15 @@ def _far_air(scan, out: np.ndarray, brain: np.ndarray) -> np.ndarray:
     return far
 
 
-def test_remodel_keeps_a_real_heads_noisy_air(robex):
+@pytest.fixture(scope="module")
+def robex_remodeled(robex):
     paths, brain = robex
     scan = load_scan(paths["noisy"])
-    out = deidentify(scan, "remodel", seed=0, brain=brain).data
+    return scan, deidentify(scan, "remodel", seed=0, brain=brain).data, brain
+
+
+def test_remodel_keeps_a_real_heads_noisy_air(robex_remodeled):
+    scan, out, brain = robex_remodeled
     far = _far_air(scan, out, brain)
     before, after = scan.data[far], out[far]
     ceiling = np.percentile(before, 99.9)
@@ -60,6 +65,28 @@ def test_remodel_keeps_a_real_heads_noisy_air(robex):
     # the same grain (i.i.d. draws gave lag-1 correlations of ~0.06 against the input's ~0.3: speckle)
     grain_in, grain_out = air_correlation(scan.data, far), air_correlation(out, far)
     assert all(abs(a - b) < 0.08 for a, b in zip(grain_in, grain_out, strict=True)), (grain_in, grain_out)
+
+
+def _vault_profile(data: np.ndarray, brain: np.ndarray, zooms) -> np.ndarray:
+    """Median intensity of the vault (above the brain's centre, skin and brain < 30 mm apart) by depth under
+    the skin, in 1 mm bins from 0 to 12 mm (NaN where a bin holds no voxel)."""
+    head = head_mask(data) | brain
+    skin = ndi.distance_transform_edt(head, sampling=zooms)
+    to_brain = ndi.distance_transform_edt(~brain, sampling=zooms)
+    vault = head & ~brain & (np.indices(data.shape)[2] > np.nonzero(brain)[2].mean()) & (skin + to_brain < 30)
+    return np.array([np.median(data[sel]) if (sel := vault & (skin > d) & (skin <= d + 1)).any() else np.nan
+                     for d in range(12)])
+
+
+def test_remodel_gives_the_scalp_the_inputs_layers(robex_remodeled):
+    """A real vault is a thin bright fat layer over dark bone; the average template's scalp was one thick
+    bright band, brightest 5-7 mm deep, where the input has bone. reface/scalp.py gives it the input's."""
+    scan, out, brain = robex_remodeled
+    want, got = _vault_profile(scan.data, brain, scan.zooms), _vault_profile(out, brain, scan.zooms)
+    bone = slice(7, 11)  # 7-11 mm deep
+    assert np.nanmax(want[:6]) > 2.5 * np.nanmean(want[bone])  # (the input, for scale)
+    assert np.nanmax(got[:6]) > 2.5 * np.nanmean(got[bone])  # a bright layer over dark bone
+    assert np.nanmean(got[bone]) < 1.5 * np.nanmean(want[bone])  # the template band: 1.9x
 
 
 def test_remodel_keeps_a_real_heads_zero_air_exactly_zero(robex):

@@ -76,11 +76,11 @@ def test_the_face_far_from_the_brain_keeps_the_generated_anatomy():
     assert np.array_equal(out[far], new[far])
 
 
-def test_layer_table_means_by_the_two_depths_and_fills_empty_cells_from_the_nearest():
-    skin = np.array([0.5, 0.5, 3.2, 3.7, 10.0])
-    brain = np.array([6.2, 6.9, 1.1, 1.4, 1.0])
-    values = np.array([10.0, 20.0, 100.0, 200.0, 7.0])
-    where = np.ones(5, bool)
+def test_layer_table_takes_medians_by_the_two_depths_and_fills_empty_cells_from_the_nearest():
+    skin = np.array([0.5, 0.5, 0.4, 3.2, 3.7, 3.1, 10.0])
+    brain = np.array([6.2, 6.9, 6.1, 1.1, 1.4, 1.9, 1.0])
+    values = np.array([10.0, 20.0, 90.0, 200.0, 100.0, 150.0, 7.0])  # medians 20 and 150 (means 40, 150)
+    where = np.ones(values.size, bool)
     import reface.scalp as scalp
 
     old = scalp.MIN_COUNT
@@ -89,9 +89,9 @@ def test_layer_table_means_by_the_two_depths_and_fills_empty_cells_from_the_near
         table = layer_table(values, skin, brain, where)
     finally:
         scalp.MIN_COUNT = old
-    assert table[0, 6] == 15.0 and table[3, 1] == 150.0 and table[10, 1] == 7.0
+    assert table[0, 6] == 20.0 and table[3, 1] == 150.0 and table[10, 1] == 7.0
     assert not np.isnan(table).any()
-    assert table[0, 5] == 15.0  # an empty cell next to (0, 6) takes its value
+    assert table[0, 5] == 20.0  # an empty cell next to (0, 6) takes its value
 
 
 def test_too_little_scalp_changes_nothing():
