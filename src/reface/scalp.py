@@ -32,6 +32,8 @@ MIN_COUNT = 20  # voxels for a table cell to count
 TEXTURE_SIGMA_MM = 1.5  # the generated head keeps its detail finer than this (texture, noise)
 # The generated skin itself is kept: the outer SKIN_MM unchanged, then the layering ramps in over SKIN_RAMP_MM.
 # Depths come from a 2 mm grid; read right at the surface, their steps became contour lines on renderings.
+# On coarse grids the kept skin is at least one voxel: the input's head mask can hold air in its outermost voxel
+# (a 4 mm phantom: half of it), and a table read there blanked the new skin into islands floating in the air.
 SKIN_MM = 1.0
 SKIN_RAMP_MM = 2.0
 
@@ -88,7 +90,8 @@ def layered_scalp(data: np.ndarray, new: np.ndarray, input_head: np.ndarray, new
     if np.isnan(wanted).any():
         return out, np.zeros(new.shape, bool)
     ds, dp = new_depth[target], brain_dist[target]
-    weight = np.clip((limit - (ds + dp)) / FADE_MM, 0.0, 1.0) * np.clip((ds - SKIN_MM) / SKIN_RAMP_MM, 0.0, 1.0)
+    skin = max(SKIN_MM, max(float(z) for z in zooms))
+    weight = np.clip((limit - (ds + dp)) / FADE_MM, 0.0, 1.0) * np.clip((ds - skin) / SKIN_RAMP_MM, 0.0, 1.0)
     weight = weight.astype(np.float32)
     detail = new - ndi.gaussian_filter(new, [TEXTURE_SIGMA_MM / float(z) for z in zooms])
     layered = _lookup(wanted, ds, dp) + detail[target]

@@ -99,3 +99,26 @@ def test_too_little_scalp_changes_nothing():
     empty = np.zeros_like(input_head)
     out, changed = layered_scalp(data, new, empty, new_head, preserved, (1.0, 1.0, 1.0))
     assert not changed.any() and np.array_equal(out, new)
+
+
+def test_on_a_coarse_grid_the_outermost_voxel_keeps_the_generated_skin():
+    """4 mm voxels, and an input head mask one voxel larger than its tissue (air in its outer shell, as a
+    closed mask gives): the table's outer cells read air, yet the new skin must not be blanked into islands."""
+    shape, centre = (40, 40, 44), (20, 20, 26)
+    preserved = _ball(shape, 6, centre)
+    input_head = _ball(shape, 10, centre)
+    new_head = _ball(shape, 10.5, centre)
+    zooms = (4.0, 4.0, 4.0)
+    d_in = ndi.distance_transform_edt(input_head) * 4.0
+    data = np.where(input_head & (d_in > 4.0), 60.0, 0.0).astype(np.float32)  # outer voxel shell is air
+    data[preserved] = 80.0
+    d_new = ndi.distance_transform_edt(new_head) * 4.0
+    new = np.where(new_head, 50.0, 0.0).astype(np.float32)
+    new[new_head & (d_new > 4.0)] = 150.0  # a brighter layer under the skin: the skin's fine detail is < 0
+    new[preserved] = data[preserved]
+    out, changed = layered_scalp(data, new, input_head, new_head, preserved, zooms)
+    assert changed.any()
+    outer = new_head & (d_new <= 4.0)
+    assert np.all(out[outer] > 0)  # the skin stays
+    labels, n = ndi.label(out != 0)
+    assert n == 1  # one head, no islands
