@@ -115,6 +115,7 @@ def deidentify(scan: Scan, method: str = DEFAULT_METHOD, *, seed: int = 0, brain
     rng = np.random.default_rng(seed)
     deep_mm = float(options.pop("deep_mm", getattr(fn, "deep_mm", 0.0)))
     layers = bool(options.pop("layered_scalp", getattr(fn, "layered_scalp", False)))
+    near_mm = float(options.pop("near_brain_mm", getattr(fn, "near_brain_mm", 0.0)))
     if input_grid:
         # a method that can work on the scan's own grid (shear) skips the resampling there and back
         say(f"method {method} (input grid)")
@@ -145,7 +146,7 @@ def deidentify(scan: Scan, method: str = DEFAULT_METHOD, *, seed: int = 0, brain
     new_head = None
     if deep_mm > 0 or layers:
         say(f"the input's own tissue deeper than {deep_mm:g} mm" + (", its scalp layering" if layers else ""))
-        raw, new_head = keep_deep(scan, regions, raw, level, deep_mm, layers=layers)
+        raw, new_head = keep_deep(scan, regions, raw, level, deep_mm, layers=layers, near_mm=near_mm)
     if getattr(fn, "generates_air", False):
         say("air on the input grid")
         raw = fresh_air(scan, regions, raw, level, np.random.default_rng([seed, 1]), new_head=new_head)
@@ -161,10 +162,11 @@ def _new_head(scan: Scan, regions: Regions, new: np.ndarray, level: float) -> np
 
 
 def keep_deep(scan: Scan, regions: Regions, raw: np.ndarray, level: float, depth: float, *,
-              layers: bool = False) -> tuple[np.ndarray, np.ndarray]:
+              layers: bool = False, near_mm: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """(raw output with the input's own tissue back deeper than `depth` mm under both skins, the new head).
 
-    `layers`: first give the generated scalp the input's layering (scalp.py); `depth` 0 keeps no deep tissue."""
+    `layers`: first give the generated scalp the input's layering (scalp.py); `depth` 0 keeps no deep tissue.
+    `near_mm`: within this distance of the preserved region the kept tissue starts shallower (deep_tissue)."""
     from .deep_tissue import depth_mm, keep_deep_tissue
     from .scalp import layered_scalp
 
@@ -172,13 +174,15 @@ def keep_deep(scan: Scan, regions: Regions, raw: np.ndarray, level: float, depth
     new_head = _new_head(scan, regions, new, level)
     input_head = regions.head | regions.preserved
     input_depth, new_depth = depth_mm(input_head, scan.zooms), depth_mm(new_head, scan.zooms)
+    brain_dist = depth_mm(~regions.preserved, scan.zooms) if layers or near_mm > 0 else None
     changed = np.zeros(new.shape, bool)
     if layers:
         new, changed = layered_scalp(scan.data, new, input_head, new_head, regions.preserved, scan.zooms,
-                                     input_depth=input_depth, new_depth=new_depth)
+                                     input_depth=input_depth, new_depth=new_depth, brain_dist=brain_dist)
     if depth > 0:
         new, deep = keep_deep_tissue(scan.data, new, input_head, new_head, scan.zooms, depth=depth,
-                                     input_depth=input_depth, new_depth=new_depth)
+                                     input_depth=input_depth, new_depth=new_depth, brain_dist=brain_dist,
+                                     near_mm=near_mm)
         changed |= deep
     out = raw.copy()
     out[changed] = scan.quantize(new[changed])

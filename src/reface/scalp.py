@@ -72,14 +72,15 @@ def _lookup(table: np.ndarray, skin_depth: np.ndarray, brain_dist: np.ndarray) -
 
 def layered_scalp(data: np.ndarray, new: np.ndarray, input_head: np.ndarray, new_head: np.ndarray,
                   preserved: np.ndarray, zooms: tuple[float, float, float], *,
-                  input_depth: np.ndarray | None = None, new_depth: np.ndarray | None = None
-                  ) -> tuple[np.ndarray, np.ndarray]:
+                  input_depth: np.ndarray | None = None, new_depth: np.ndarray | None = None,
+                  brain_dist: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(float32 volume, voxels that changed): `new` with the input `data`'s vault layering under its skin.
 
-    `input_depth`, `new_depth`: the two heads' depth maps (deep_tissue.depth_mm) when the caller has them."""
+    `input_depth`, `new_depth`, `brain_dist`: the two heads' depth maps and the distance from the preserved
+    region (deep_tissue.depth_mm) when the caller has them."""
     input_depth = depth_mm(input_head, zooms) if input_depth is None else input_depth
     new_depth = depth_mm(new_head, zooms) if new_depth is None else new_depth
-    brain_dist = depth_mm(~preserved, zooms)
+    brain_dist = depth_mm(~preserved, zooms) if brain_dist is None else brain_dist
     limit = BAND_MM + FADE_MM
     source = input_head & ~preserved & (input_depth > 0) & (input_depth + brain_dist < limit)
     target = new_head & ~preserved & (new_depth > 0) & (new_depth + brain_dist < limit)

@@ -44,3 +44,27 @@ def test_shell_stays_generated_and_the_core_is_the_inputs():
     assert not changed[~new_head].any()
     w = deep_weight(input_head, new_head, zooms, depth=15.0)
     assert 0.0 <= w.min() and w.max() == 1.0
+
+
+def test_near_the_brain_the_shell_is_thinner():
+    """Within `near_mm` of the preserved region the input's tissue comes back from NEAR_DEPTH_MM (+ ramp) under
+    both skins; farther out, only below `depth`. The skin stays generated everywhere."""
+    from reface.deep_tissue import NEAR_DEPTH_MM, NEAR_DEPTH_RAMP_MM, NEAR_RAMP_MM
+
+    shape, zooms = (80, 80, 80), (1.0, 1.0, 1.0)
+    input_head, new_head = _ball(shape, 35), _ball(shape, 34)
+    preserved = _ball(shape, 22)
+    data = np.where(input_head, 100.0, 0.0).astype(np.float32)
+    new = np.where(new_head, 50.0, 0.0).astype(np.float32)
+    brain_dist = ndi.distance_transform_edt(~preserved).astype(np.float32)
+    shallow = np.minimum(ndi.distance_transform_edt(input_head), ndi.distance_transform_edt(new_head))
+    far_only, _ = keep_deep_tissue(data, new, input_head, new_head, zooms, depth=15.0)
+    out, changed = keep_deep_tissue(data, new, input_head, new_head, zooms, depth=15.0, brain_dist=brain_dist,
+                                    near_mm=10.0)
+    kept = (brain_dist > 0) & (brain_dist <= 10.0 - NEAR_RAMP_MM) & (shallow >= NEAR_DEPTH_MM + NEAR_DEPTH_RAMP_MM + 1)
+    assert kept.sum() > 1000
+    assert np.all(out[kept] == 100.0)  # the skull and CSF around the brain are the input's
+    assert np.all(far_only[kept] == 50.0)  # (without near_mm they were generated)
+    skin = new_head & (shallow <= NEAR_DEPTH_MM - 1)
+    assert np.array_equal(out[skin], new[skin])  # the skin stays generated
+    assert not changed[~new_head].any()

@@ -16,6 +16,7 @@ import numpy as np
 # proportions with amplitude (variation - 1). See docs/privacy_realheads.md for the measurements behind it.
 DEFAULT_VARIATION = 1.0
 DEEP_MM = 15.0
+NEAR_BRAIN_MM = 10.0
 
 
 @lru_cache(maxsize=2)
@@ -62,6 +63,9 @@ remodel.generates_air = True  # type: ignore[attr-defined]  # deidentify draws i
 # deidentify gives the input's own tissue back deeper than this under both skins (deep_tissue.py); only the
 # shell a face recogniser can see is new. Option `deep_mm=0` remodels the whole head.
 remodel.deep_mm = DEEP_MM  # type: ignore[attr-defined]
+# ... and within this distance of the preserved region already NEAR_DEPTH_MM under both skins: the skull and
+# CSF that brain extractors read as context stay the input's. Option `near_brain_mm=0` turns it off.
+remodel.near_brain_mm = NEAR_BRAIN_MM  # type: ignore[attr-defined]
 # deidentify gives the generated scalp the input's own layer depths and contrasts (scalp.py); option
 # `layered_scalp=False` keeps the template's blurred layers.
 remodel.layered_scalp = True  # type: ignore[attr-defined]
