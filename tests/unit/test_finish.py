@@ -89,3 +89,17 @@ def test_a_dim_groove_in_the_template_is_closed_over():
     smooth = head_alpha(np.where(head & ~groove, 0.5, 0.0).astype(np.float32), PRESERVED)
     assert smooth[32, 56, 36] > 0.5  # the skin runs over the groove (without the closing: 0.35)
     assert smooth[32, 59, 36] < 0.5  # ... without growing beyond the ball
+
+
+def test_the_skin_follows_the_head_before_its_texture_noise():
+    """Texture noise at tissue level, read by the mask on a 2 mm sample, made bumps on the skin (the MNI
+    crop's forehead); with `surface` the skin is the noise-free head's, and the noise stays inside."""
+    norm = _input(0.0)
+    clean = np.where(_ball(SHAPE, (31, 33, 31), 25), 0.5, 0.0).astype(np.float32)
+    noisy = clean + np.random.default_rng(3).normal(0, 0.25, SHAPE).astype(np.float32) * (clean > 0)
+    _, alpha_clean = finish(clean, norm, PRESERVED, HEAD, np.random.default_rng(0))
+    out, alpha = finish(noisy, norm, PRESERVED, HEAD, np.random.default_rng(0), surface=clean)
+    _, alpha_noisy = finish(noisy, norm, PRESERVED, HEAD, np.random.default_rng(0))
+    assert np.array_equal(alpha, alpha_clean)
+    assert np.abs(alpha_noisy - alpha_clean).max() > 0.2  # (without it the noise moves the skin)
+    assert out[alpha == 1].std() > 0.1  # the texture is kept inside

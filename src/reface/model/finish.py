@@ -89,9 +89,12 @@ def finish(
     rng: np.random.Generator,
     *,
     inside: np.ndarray | None = None,
+    surface: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Generated tissue (normalised) -> (head in the input's background, alpha). Same shape, float32."""
-    smooth = head_alpha(tissue, preserved)
+    """Generated tissue (normalised) -> (head in the input's background, alpha). Same shape, float32.
+
+    `surface`: the tissue before its fine texture noise, whose mask is the skin (default: `tissue`)."""
+    smooth = head_alpha(tissue if surface is None else surface, preserved)
     alpha = np.clip((smooth - 0.5) / EDGE_WIDTH + 0.5, 0.0, 1.0).astype(np.float32)
     skin = skin_level(norm, input_head, preserved)
     if skin > 0:
