@@ -105,6 +105,26 @@ def test_evaluate_end_to_end_and_resume(cohort: Path, tmp_path: Path, monkeypatc
     assert summary.n_jobs == 1 and summary.skipped_jobs == 3 * 3 - 1
     assert ("sub-0002", "shear", DONE_METRIC) in latest(read_results(out / RESULTS_NAME))
 
+    # a new renderer: every saved head is drawn and attacked again, no method or pipeline runs again;
+    # a method whose output was not kept runs again whole
+    from reface.evaluate import render
+
+    monkeypatch.setattr(render, "RENDERER_VERSION", 99)
+    monkeypatch.setattr(harness, "RENDERER_VERSION", 99)
+    (out / "deid" / "shear" / "sub-0001_T1w.nii.gz").unlink()
+    before = read_results(out / RESULTS_NAME)
+    summary = harness.evaluate(cfg)
+    heads = 3 * 2 + 3 * 2 - 1  # gallery + original, and none + shear, of 3 subjects; one shear rerun whole
+    assert summary.n_jobs == heads + 1
+    new_lines = read_results(out / RESULTS_NAME)[len(before):]
+    assert [r["subject"] for r in new_lines if r["metric"] == "deid_s" and r["subject"] != COHORT] == ["sub-0001"]
+    assert not any(r["metric"].startswith("bet_dice") and r["subject"] not in ("sub-0001", COHORT) for r in new_lines)
+    rows = latest(read_results(out / RESULTS_NAME))
+    for sub in (*subjects, "real-robex"):
+        for folder in ("gallery", "original", "none", "shear"):
+            assert rows[(sub, folder, "render_s")]["renderer"] == 99
+    assert harness.evaluate(cfg).n_jobs == 0  # and then it is done
+
     # the report rebuilds from the saved lines alone, byte for byte
     assert cli_main(["evaluate", "--report-only", "--out", str(out), "--quiet"]) == 0
     first = (out / "report.html").read_bytes()

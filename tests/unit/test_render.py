@@ -197,3 +197,25 @@ def test_render_command_writes_views_side_by_side(tmp_path, capsys):
     assert main(["render", str(src), "-o", str(out), "--views", "front,side", "--force"]) == 2
     assert main(["render", str(src), "-o", str(out), "--views", "left", "--size", "48", "--force"]) == 0
     assert cv2.imread(str(out)).shape == (48, 48, 3)
+
+
+def test_normals_of_a_smooth_tilted_face_do_not_ripple_at_the_voxel_spacing():
+    """Trilinear gradients jump at every voxel face: on smooth skin that crosses the voxel layers at a
+    shallow angle they drew contour lines (old renderer: 99th percentile 0.42 degrees off the plane's normal,
+    against 0.09 with the cubic B-spline normals)."""
+    mm, n = 1.5, 96
+    ijk = (np.indices((n,) * 3).astype(np.float32) - n / 2) * mm
+    tilt = np.array([0.15, 1.0, 0.25])
+    tilt /= np.linalg.norm(tilt)
+    depth = 40.0 - np.tensordot(tilt, ijk, axes=1)  # > 0 behind a plane facing forward (+y), tilted
+    inside = np.sqrt((ijk ** 2).sum(axis=0)) < 65.0
+    volume = (100.0 * (0.5 + 0.5 * np.tanh(depth / 2.0)) * inside).astype(np.float32)
+    surface = head_surface(volume, np.diag([mm, mm, mm, 1.0]), view="front", size=256)
+    rows, cols = np.indices(surface.hit.shape)
+    centre = (np.array(surface.hit.shape) - 1) / 2.0
+    disc = surface.hit & (np.hypot(rows - centre[0], cols - centre[1]) * surface.spacing < 30.0)
+    normals = surface.normal[disc]
+    mean = normals.mean(axis=0) / np.linalg.norm(normals.mean(axis=0))
+    off = np.degrees(np.arccos(np.clip(normals @ mean, -1.0, 1.0)))
+    assert disc.sum() > 2000
+    assert np.percentile(off, 99) < 0.2

@@ -4,7 +4,9 @@ Per subject, the *other* session's original scan is the attacker's photo (galler
 scan that gets de-identified (probe). The real-head panel (panel.py) joins the dataset's subjects as
 `real-<name>`. Work is split into jobs that each return result records; only the main process appends them
 to OUT/results.jsonl (results.py: one JSON line per result, flushed).
-A (subject, method) job is done once its `wall_s` line exists, so a re-run skips it (resume).
+A (subject, method) job is done once its `wall_s` line exists, so a re-run skips it (resume). A head whose
+pictures an older renderer drew (render.RENDERER_VERSION) is rendered and attacked again from its saved
+scan, without running its method or its pipelines again; a method whose output was not kept runs again whole.
 Cohort-level figures (subject `all`) are recomputed from the saved embeddings and lines at the end of
 every run and appended; readers keep the last line per key.
 
@@ -38,7 +40,9 @@ from .privacy import (
     detection_records,
     embedding_path,
     identification_records,
+    rendered_by,
 )
+from .render import RENDERER_VERSION
 from .results import (  # noqa: F401  (re-exported: the harness was their home)
     COHORT,
     DONE_METRIC,
@@ -90,9 +94,9 @@ class Subject:
 
 @dataclass
 class Job:
-    kind: str  # "prepare" (gallery + original pipeline) or "method"
+    kind: str  # "prepare" (gallery + original pipeline), "method", or "attack" (render + attack a saved head)
     subject: Subject
-    method: str = ""
+    method: str = ""  # the method, or for "attack" the folder (gallery, original or a method)
     full: bool = True  # every extractor and segmenter (False: only the first of each, see yardstick_subjects)
     attack: bool = True  # prepare: render and attack too (False: only the original's pipeline is missing)
 
@@ -162,6 +166,10 @@ def _attacked(subject: Subject, done: dict) -> bool:
 
 def _original_pipeline_path(cfg: EvalConfig, subject: Subject) -> Path:
     return cfg.out / "utility" / f"{subject.label}_original.npz"
+
+
+def _output_path(cfg: EvalConfig, subject: Subject, method: str) -> Path:
+    return cfg.out / "deid" / method / f"{subject.label}_T1w.nii.gz"
 
 
 def _command_path(cfg: EvalConfig, subject: Subject, command) -> Path:
@@ -252,7 +260,7 @@ def run_method(cfg: EvalConfig, subject: Subject, method: str, full: bool = True
         return lines
     lines.append(record(label, method, "deid_failed", 0.0))
     lines.append(record(label, method, "deid_s", time.perf_counter() - start))
-    out_path = cfg.out / "deid" / method / f"{label}_T1w.nii.gz"
+    out_path = _output_path(cfg, subject, method)
     if method in PEERS:  # another tool: its output as it is, the preserved-brain check is ours alone
         from ..io import save_scan_like
 
@@ -307,9 +315,25 @@ def _command_records(cfg: EvalConfig, subject: Subject, method: str, out_path: P
     return lines
 
 
+def attack_again(cfg: EvalConfig, subject: Subject, folder: str) -> list[dict[str, Any]]:
+    """Render and attack one saved head again (gallery, original, or a method's kept output)."""
+    from ..io import load_scan
+
+    path = {GALLERY: subject.gallery, ORIGINAL: subject.probe}.get(folder) or _output_path(cfg, subject, folder)
+    scan = load_scan(path)
+    return _attack(cfg, scan.data, scan.affine, folder, subject.label)
+
+
+def _stale(done: dict, label: str, folder: str) -> bool:
+    version = rendered_by(done, label, folder)
+    return version is not None and version != RENDERER_VERSION
+
+
 def _run_job(cfg: EvalConfig, job: Job) -> list[dict[str, Any]]:
     if job.kind == "prepare":
         return prepare_subject(cfg, job.subject, job.full, job.attack)
+    if job.kind == "attack":
+        return attack_again(cfg, job.subject, job.method)
     return run_method(cfg, job.subject, job.method, job.full)
 
 
@@ -426,9 +450,24 @@ def evaluate(cfg: EvalConfig) -> RunSummary:
         for s in subjects
         if (s.label, m, DONE_METRIC) not in done
     ]
+    # pictures drawn by an older renderer: draw and attack them again (a method without its output: rerun)
+    scheduled = {(job.subject.label, job.method) for job in method_jobs}
+    attacked = {job.subject.label for job in prepare if job.attack}
+    again = []
+    for s in subjects:
+        again += [Job("attack", s, folder) for folder in (GALLERY, ORIGINAL)
+                  if s.label not in attacked and _stale(done, s.label, folder)]
+        for m in methods:
+            if (s.label, m) in scheduled or not _stale(done, s.label, m):
+                continue
+            if _output_path(cfg, s, m).exists():
+                again.append(Job("attack", s, m))
+            else:
+                method_jobs.append(Job("method", s, m, full=s.label in full))
     summary.skipped_jobs = len(subjects) * (1 + len(methods)) - len(prepare) - len(method_jobs)
-    summary.n_jobs = len(prepare) + len(method_jobs)
-    for batch, desc in ((prepare, "evaluate: originals"), (method_jobs, "evaluate: methods")):
+    summary.n_jobs = len(prepare) + len(method_jobs) + len(again)
+    for batch, desc in ((prepare, "evaluate: originals"), (method_jobs, "evaluate: methods"),
+                        (again, "evaluate: pictures again (new renderer)")):
         for lines in track(_execute(cfg, batch), total=len(batch), desc=desc, quiet=cfg.quiet):
             writer.write(lines)
 

@@ -38,16 +38,17 @@ def attack_head(out: Path, data: np.ndarray, affine: np.ndarray, folder: str, la
                 attackers: tuple[str, ...], views: tuple[str, ...], size: int) -> list[dict[str, Any]]:
     """Render one head at every view, run every attacker on each picture, save pictures + embeddings.
 
-    Returns face_detected lines (one per attacker and view) and the seconds spent rendering and attacking."""
+    Returns face_detected lines (one per attacker and view) and the seconds spent rendering and attacking;
+    the render_s line names the renderer's version (see rendered_by)."""
     from .attack import make_attacker
-    from .render import render_views, save_png
+    from .render import RENDERER_VERSION, render_views, save_png
 
     start = time.perf_counter()
     try:
         images = render_views(data, affine, views=views, size=size)
     except RefaceError:  # nothing to render (e.g. an emptied volume): a black picture, no face
         images = {view: np.zeros((size, size, 3), np.uint8) for view in views}
-    lines = [record(label, folder, "render_s", time.perf_counter() - start)]
+    lines = [record(label, folder, "render_s", time.perf_counter() - start, renderer=RENDERER_VERSION)]
     for view, image in images.items():
         save_png(render_path(out, folder, view, label), image)
     for attacker in attackers:
@@ -65,6 +66,13 @@ def attack_head(out: Path, data: np.ndarray, affine: np.ndarray, folder: str, la
         lines.append(record(label, folder, "attack_s", time.perf_counter() - start, attacker=attacker,
                             view=POOLED))
     return lines
+
+
+def rendered_by(done: dict, label: str, folder: str) -> int | None:
+    """The renderer version that drew one head's saved pictures (1 for lines older than the versioning;
+    None: never rendered)."""
+    item = done.get((label, folder, "render_s"))
+    return None if item is None else int(item.get("renderer", 1))
 
 
 # ---------------------------------------------------------------- cohort figures from saved embeddings

@@ -4,7 +4,8 @@ Orthographic volumetric ray casting. The volume is smoothed once; the skin is th
 ray above a threshold taken from the head intensity (a fraction of the Otsu level of a block-averaged
 copy). Rays are only marched through the depth band where a coarse outline of the head (the largest
 connected blob of the block-averaged volume) says their first hit lies, with fall-backs for rays that
-start inside or find nothing there. Normals come from the smoothed volume's gradient; shading is
+start inside or find nothing there. Normals come from the smoothed volume's gradient, sampled through a
+cubic B-spline (trilinear gradients jump at every voxel face and draw contour lines on smooth skin); shading is
 Lambert + a little Blinn-Phong in a skin tone. Everything is deterministic.
 
 Conventions (RAS world): the "front" view faces the subject, so the subject's right is on the image's
@@ -26,6 +27,11 @@ from scipy import ndimage as ndi
 from ..errors import RefaceError
 from ..io import publish
 from ..masks import otsu_level
+
+# Bumped whenever a change alters the pictures: `reface evaluate` renders and attacks again every saved head
+# whose lines were made by another version (comparing faces across renderers mixes two yardsticks).
+# 1: trilinear normals; 2: cubic B-spline normals (no contour lines at the voxel spacing).
+RENDERER_VERSION = 2
 
 # Named camera positions: (yaw, pitch) in degrees.
 VIEWS: dict[str, tuple[float, float]] = {
@@ -111,6 +117,7 @@ class _Head:
 
     smooth: np.ndarray  # smoothed intensities, cropped around the head, source voxel axes
     smooth_affine: np.ndarray  # its voxel -> world affine
+    spline: np.ndarray  # cubic B-spline coefficients of `smooth`, for normals that turn smoothly
     level: float  # surface threshold
     blob: np.ndarray  # [N, 3] world centres of the boundary voxels of the coarse head (largest blob)
     shell: np.ndarray  # [M, 3] the layer of coarse voxels just outside it (a conservative outline)
@@ -151,7 +158,8 @@ def _prepare(data: np.ndarray, affine: np.ndarray, threshold: float | None) -> _
     block = float(np.sqrt((coarse_affine[:3, :3] ** 2).sum(axis=0)).max())
     # only boundary voxels matter for the framing (extremes) and the z-buffer (front-most points)
     boundary = blob & ~ndi.binary_erosion(blob)
-    return _Head(smooth, affine @ shift, level, world(boundary), world(grown & ~blob), block)
+    spline = ndi.spline_filter(smooth, order=3, output=np.float32, mode="nearest")
+    return _Head(smooth, affine @ shift, spline, level, world(boundary), world(grown & ~blob), block)
 
 
 def _largest_blob(mask: np.ndarray) -> np.ndarray:
@@ -163,12 +171,15 @@ def _largest_blob(mask: np.ndarray) -> np.ndarray:
     return labels == int(np.argmax(sizes))
 
 
-def _sample(head: _Head, points: np.ndarray) -> np.ndarray:
-    """Trilinear samples of the smoothed volume at world points [..., 3] (0 outside)."""
+def _sample(head: _Head, points: np.ndarray, *, cubic: bool = False) -> np.ndarray:
+    """Trilinear (or cubic B-spline) samples of the smoothed volume at world points [..., 3] (0 outside)."""
     to_voxel = np.linalg.inv(head.smooth_affine)
     ijk = points @ to_voxel[:3, :3].T + to_voxel[:3, 3]
     flat = ijk.reshape(-1, 3).T
-    values = ndi.map_coordinates(head.smooth, flat, order=1, mode="constant", cval=0.0)
+    if cubic:
+        values = ndi.map_coordinates(head.spline, flat, order=3, prefilter=False, mode="nearest")
+    else:
+        values = ndi.map_coordinates(head.smooth, flat, order=1, mode="constant", cval=0.0)
     return values.reshape(points.shape[:-1])
 
 
@@ -250,8 +261,9 @@ def _cast(head: _Head, yaw: float, pitch: float, size: int) -> Surface:
         hit[redo], z[redo], _ = _march(head, axes[2], origins[redo], stop[redo] - spacing,
                                        np.full(redo.size, hi[2]), spacing)
     points = origins[hit] + z[hit, None] * axes[2]
-    grad = np.stack([_sample(head, points + spacing * axis) - _sample(head, points - spacing * axis)
-                     for axis in axes], axis=1)  # [N, 3] in camera axes (right, down, forward)
+    # [N, 3] in camera axes (right, down, forward)
+    grad = np.stack([_sample(head, points + spacing * axis, cubic=True)
+                     - _sample(head, points - spacing * axis, cubic=True) for axis in axes], axis=1)
     depth[rows[hit], cols[hit]] = z[hit]
     normals[rows[hit], cols[hit]] = -grad / np.maximum(np.linalg.norm(grad, axis=1, keepdims=True), 1e-12)
     return Surface(depth=depth, normal=normals, spacing=spacing, axes=axes)
