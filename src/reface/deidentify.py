@@ -61,7 +61,7 @@ def background_level(scan: Scan, regions: Regions) -> float:
 
 def to_working(scan: Scan, regions: Regions, level: float = 0.0) -> tuple[np.ndarray, WorkRegions]:
     """Resample the scan, minus its air level, and its regions into the 1 mm RAS working grid."""
-    grid = geometry.grid_for_brain(regions.brain, scan.affine)
+    grid = geometry.grid_for_brain(regions.brain, scan.affine, head=regions.head, preserved=regions.preserved)
     volume = geometry.resample(scan.data - np.float32(level), scan.affine, grid, order=1)
     work = WorkRegions(
         brain=geometry.resample_mask(regions.brain, scan.affine, grid),

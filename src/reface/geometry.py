@@ -19,6 +19,12 @@ WORK_SPACING_MM: float = 1.0
 # Measured on the ROBEX atlas head: head spans -81..+126 mm (A-P) and -134..+76 mm (S-I) around the brain
 # centroid, so the grid spans -92..+132 and -137..+87.
 CENTRE_OFFSET_MM = np.array([0.0, 20.0, -25.0])
+# A head longer than that (18 of the 50 synthetic identities, up to 18 mm) had its face cut by the grid's front
+# face: the nose and lips beyond it were blanked, and remodel's face got a slot from the nose to the chin. The
+# grid then moves forward until the head's front is FRONT_MARGIN_MM inside it, as far as the preserved region
+# stays BACK_MARGIN_MM inside its back face (behind the grid the input's own occiput stays).
+FRONT_MARGIN_MM = 4.0
+BACK_MARGIN_MM = 2.0
 
 
 @dataclass(frozen=True)
@@ -42,13 +48,38 @@ def working_grid(centre_world: np.ndarray, shape: tuple[int, int, int] = WORK_SH
     return Grid(tuple(int(s) for s in shape), affine)
 
 
-def grid_for_brain(brain: np.ndarray, affine: np.ndarray, shape: tuple[int, int, int] = WORK_SHAPE) -> Grid:
+def _world_y(mask: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """World y (anterior, mm) of a mask's voxels."""
+    i, j, k = np.nonzero(mask)
+    row = affine[1]
+    return row[0] * i + row[1] * j + row[2] * k + row[3]
+
+
+def forward_shift(head: np.ndarray, preserved: np.ndarray, affine: np.ndarray, centre_y: float,
+                  length_mm: float) -> float:
+    """mm to move a grid of this length (centred at centre_y) forward so the head's front fits (see
+    FRONT_MARGIN_MM), no further than keeps `preserved` BACK_MARGIN_MM inside its back face; 0 when it fits."""
+    if not head.any() or not preserved.any():
+        return 0.0
+    front, back = centre_y + length_mm / 2.0, centre_y - length_mm / 2.0
+    excess = float(_world_y(head, affine).max()) + FRONT_MARGIN_MM - front
+    room = float(_world_y(preserved, affine).min()) - BACK_MARGIN_MM - back
+    return max(0.0, min(excess, room))
+
+
+def grid_for_brain(brain: np.ndarray, affine: np.ndarray, shape: tuple[int, int, int] = WORK_SHAPE, *,
+                   head: np.ndarray | None = None, preserved: np.ndarray | None = None) -> Grid:
     """Place the working grid from the brain mask's centroid (robust to field of view and neck).
 
-    On an axis-aligned input with the working spacing (1 mm RAS, LAS, LIA, ...) the grid is moved by under
-    half a voxel onto the input's own voxel centres, so resampling there and back is an exact copy."""
+    `head` (the input's head mask): a head whose face would pass the grid's front face moves the grid
+    forward (forward_shift; `preserved`, default the brain, stays inside). On an axis-aligned input with the
+    working spacing (1 mm RAS, LAS, LIA, ...) the grid is moved by under half a voxel onto the input's own
+    voxel centres, so resampling there and back is an exact copy."""
     ijk = np.array(ndi.center_of_mass(brain), dtype=float)
     centre = affine[:3, :3] @ ijk + affine[:3, 3] + CENTRE_OFFSET_MM
+    if head is not None:
+        length = (shape[1] - 1) * WORK_SPACING_MM
+        centre[1] += forward_shift(head, brain if preserved is None else preserved, affine, centre[1], length)
     if _lattice_map(np.diag([WORK_SPACING_MM] * 3 + [1.0]), affine, tol_offset=np.inf) is not None:
         half = (np.array(shape) - 1) / 2.0 * WORK_SPACING_MM
         inverse = np.linalg.inv(affine)

@@ -107,3 +107,40 @@ def test_oblique_or_coarse_inputs_keep_the_interpolating_path():
     for affine in (oblique, np.diag([1.5, 1.5, 1.5, 1.0])):
         grid = geometry.grid_for_brain(brain, affine, shape=(20, 20, 20))
         assert geometry._lattice_map(grid.affine, affine) is None
+
+
+def _long_head(nose_mm: float):
+    """A 1 mm LAS volume: a 70 mm brain ball and a head ellipsoid whose front reaches `nose_mm` in front of the
+    brain's centre (the default grid reaches 20 + 111.5 = 131.5 mm)."""
+    shape = (180, 300, 200)
+    affine = np.diag([-1.0, 1.0, 1.0, 1.0])
+    affine[:3, 3] = [90.0, -150.0, -100.0]
+    ijk = np.indices(shape).reshape(3, -1).T.astype(float)
+    world = ijk @ affine[:3, :3].T + affine[:3, 3]
+    brain = (np.linalg.norm(world, axis=1) <= 70.0).reshape(shape)
+    half = (nose_mm + 85.0) / 2.0  # the head spans -85 .. nose_mm along y
+    centre_y = nose_mm - half
+    scaled = (world - [0.0, centre_y, -20.0]) / [75.0, half, 110.0]
+    head = (np.linalg.norm(scaled, axis=1) <= 1.0).reshape(shape)
+    return brain, head, affine
+
+
+def test_a_long_head_moves_the_grid_forward_so_the_face_fits():
+    for nose in (100.0, 130.0, 140.0):  # 140: 12.5 mm forward, within the 15.5 mm behind the brain
+        brain, head, affine = _long_head(nose)
+        plain = geometry.grid_for_brain(brain, affine)
+        grid = geometry.grid_for_brain(brain, affine, head=head)
+        front = grid.affine[1, 3] + (grid.shape[1] - 1)
+        if nose + geometry.FRONT_MARGIN_MM <= plain.affine[1, 3] + (plain.shape[1] - 1):
+            np.testing.assert_allclose(grid.affine, plain.affine)  # a head that fits keeps its grid
+        else:
+            assert nose + geometry.FRONT_MARGIN_MM <= front + 0.5
+        assert not (head & geometry.outside_front(head.shape, affine, grid)).any()
+        assert -70.0 - geometry.BACK_MARGIN_MM >= grid.affine[1, 3] - 0.5  # the brain stays inside
+
+
+def test_the_grid_moves_no_further_than_keeps_the_brain_inside():
+    brain, head, affine = _long_head(200.0)  # longer than any grid can hold: the face is cut, not the brain
+    grid = geometry.grid_for_brain(brain, affine, head=head)
+    back = grid.affine[1, 3]
+    assert back == pytest.approx(-70.0 - geometry.BACK_MARGIN_MM, abs=1.0)
