@@ -8,6 +8,7 @@ import cv2
 import nibabel as nib
 import numpy as np
 import pytest
+from scipy import ndimage as ndi
 
 from reface.errors import RefaceError
 from reface.evaluate.render import (
@@ -219,3 +220,15 @@ def test_normals_of_a_smooth_tilted_face_do_not_ripple_at_the_voxel_spacing():
     off = np.degrees(np.arccos(np.clip(normals @ mean, -1.0, 1.0)))
     assert disc.sum() > 2000
     assert np.percentile(off, 99) < 0.2
+
+
+def test_a_sharp_edged_ball_shades_without_its_voxel_staircase():
+    """An edge sharper than a voxel (a binary ball, 1.5 mm voxels): the shading's ripple (RMS grey levels
+    around a 3-pixel Gaussian of the picture, inside the ball) was 6.3 with trilinear normals and 9.1 with an
+    interpolating cubic spline; the B-spline approximation gives 4.6."""
+    data, affine = ball_volume(spacing=1.5, n=80, radius=50.0)
+    grey = render_head(data, affine, view="front", size=256).astype(float).mean(axis=-1)
+    inner = ndi.binary_erosion(grey > 40, iterations=30)
+    ripple = np.sqrt(((grey - ndi.gaussian_filter(grey, 3))[inner] ** 2).mean())
+    assert inner.sum() > 10000
+    assert ripple < 5.5
