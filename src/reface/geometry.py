@@ -19,7 +19,7 @@ WORK_SPACING_MM: float = 1.0
 # Measured on the ROBEX atlas head: head spans -81..+126 mm (A-P) and -134..+76 mm (S-I) around the brain
 # centroid, so the grid spans -92..+132 and -137..+87.
 CENTRE_OFFSET_MM = np.array([0.0, 20.0, -25.0])
-# A head longer than that (18 of the 50 synthetic identities, up to 18 mm) had its face cut by the grid's front
+# A head longer than that (17 of the 50 synthetic identities, up to 18 mm) had its face cut by the grid's front
 # face: the nose and lips beyond it were blanked, and remodel's face got a slot from the nose to the chin. The
 # grid then moves forward until the head's front is FRONT_MARGIN_MM inside it, as far as the preserved region
 # stays BACK_MARGIN_MM inside its back face (behind the grid the input's own occiput stays).

@@ -34,8 +34,8 @@ TEXTURE_SIGMA_MM = 1.5  # the generated head keeps its detail finer than this (t
 # Depths come from a 2 mm grid; read right at the surface, their steps became contour lines on renderings.
 # The head mask's edge sits ~1.5 voxels outside the surface a renderer finds (the soft skin edge), so a 1 mm
 # kept skin let the table's contrasts reach that surface: worm-like ridges on the vault, following the scalp's
-# thickness (high-pass of the rendered normals on the left view's vault, mean head: 2.07 degrees, 1.56 with
-# 2 mm, input 0.62; MNI crop 2.49 -> 1.73). 3 mm removed little more and cost the fat layer (ROBEX 3-4 mm deep:
+# thickness (high-pass of the rendered normals on the left view's vault, mean head: 1.83 degrees, 1.36 with
+# 2 mm, input 0.51; MNI crop 2.15 -> 1.53). 3 mm removed little more and cost the fat layer (ROBEX 3-4 mm deep:
 # 0.63 of the brain's p99 with 1 mm, 0.54 with 2 mm, 0.37 with 3 mm; input 0.96).
 # On coarse grids the kept skin is at least one voxel: the input's head mask can hold air in its outermost voxel
 # (a 4 mm phantom: half of it), and a table read there blanked the new skin into islands floating in the air.
