@@ -329,6 +329,26 @@ def _stale(done: dict, label: str, folder: str) -> bool:
     return version is not None and version != RENDERER_VERSION
 
 
+def _stale_jobs(cfg: EvalConfig, subjects: list[Subject], methods: list[str], done: dict, prepare: list[Job],
+                method_jobs: list[Job], full: set[str]) -> list[Job]:
+    """"attack" jobs for the heads an older renderer drew; a method whose output was not kept is appended to
+    `method_jobs` instead (it runs again whole). Heads already scheduled are skipped."""
+    scheduled = {(job.subject.label, job.method) for job in method_jobs}
+    attacked = {job.subject.label for job in prepare if job.attack}
+    again = []
+    for s in subjects:
+        again += [Job("attack", s, folder) for folder in (GALLERY, ORIGINAL)
+                  if s.label not in attacked and _stale(done, s.label, folder)]
+        for m in methods:
+            if (s.label, m) in scheduled or not _stale(done, s.label, m):
+                continue
+            if _output_path(cfg, s, m).exists():
+                again.append(Job("attack", s, m))
+            else:
+                method_jobs.append(Job("method", s, m, full=s.label in full))
+    return again
+
+
 def _run_job(cfg: EvalConfig, job: Job) -> list[dict[str, Any]]:
     if job.kind == "prepare":
         return prepare_subject(cfg, job.subject, job.full, job.attack)
@@ -450,20 +470,7 @@ def evaluate(cfg: EvalConfig) -> RunSummary:
         for s in subjects
         if (s.label, m, DONE_METRIC) not in done
     ]
-    # pictures drawn by an older renderer: draw and attack them again (a method without its output: rerun)
-    scheduled = {(job.subject.label, job.method) for job in method_jobs}
-    attacked = {job.subject.label for job in prepare if job.attack}
-    again = []
-    for s in subjects:
-        again += [Job("attack", s, folder) for folder in (GALLERY, ORIGINAL)
-                  if s.label not in attacked and _stale(done, s.label, folder)]
-        for m in methods:
-            if (s.label, m) in scheduled or not _stale(done, s.label, m):
-                continue
-            if _output_path(cfg, s, m).exists():
-                again.append(Job("attack", s, m))
-            else:
-                method_jobs.append(Job("method", s, m, full=s.label in full))
+    again = _stale_jobs(cfg, subjects, methods, done, prepare, method_jobs, full)
     summary.skipped_jobs = len(subjects) * (1 + len(methods)) - len(prepare) - len(method_jobs)
     summary.n_jobs = len(prepare) + len(method_jobs) + len(again)
     for batch, desc in ((prepare, "evaluate: originals"), (method_jobs, "evaluate: methods"),

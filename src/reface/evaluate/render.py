@@ -7,9 +7,8 @@ connected blob of the block-averaged volume) says their first hit lies, with fal
 start inside or find nothing there. Normals come from the smoothed volume's gradient, sampled through a
 cubic B-spline approximation (the voxels as B-spline coefficients, no prefilter): trilinear gradients jump at
 every voxel face and draw contour lines on smooth skin, and an interpolating spline shows the staircase of an
-edge sharper than a voxel; the approximation adds a ~0.6 voxel blur and is smooth to the second derivative;
-shading is
-Lambert + a little Blinn-Phong in a skin tone. Everything is deterministic.
+edge sharper than a voxel; the approximation adds a ~0.6 voxel blur and is smooth to the second derivative.
+Shading is Lambert + a little Blinn-Phong in a skin tone. Everything is deterministic.
 
 Conventions (RAS world): the "front" view faces the subject, so the subject's right is on the image's
 LEFT; "left" looks at the subject's left side (nose towards the image's left). `yaw` turns the camera
