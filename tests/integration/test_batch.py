@@ -210,7 +210,10 @@ def test_register_rigid_recovers_the_known_motion(pair):
     expected[:3, 3] = -rot.T @ np.array([2.0, -3.0, 4.0])
     points = np.array([[0, 0, 0, 1], [60, 80, 40, 1], [-60, -80, -40, 1]], float).T
     error_mm = np.linalg.norm((transform @ points - expected @ points)[:3], axis=0)
-    assert error_mm.max() < 1.5, error_mm
+    assert error_mm.max() < 1.0, error_mm
+    # A phantom this small is sampled whole, so the sampling seed cannot move the fit (a 20 % sample moved
+    # it by up to 1.65 mm, machine to machine).
+    assert np.allclose(register_rigid(t2, t1, seed=5), transform, atol=1e-6)
 
 
 def test_intensity_mapping_recovers_a_non_monotonic_lookup():
