@@ -13,8 +13,12 @@ mean and spread (see `refresh_air`): the same values, the same grain, the same b
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy import ndimage as ndi
+
+from . import parallel
 
 COARSE = 2  # voxels: the air sample is read on every 2nd voxel
 AIR_NEAR_MM, AIR_FAR_MM = 6.0, 30.0  # the input's air sample: this far outside its head
@@ -155,16 +159,54 @@ def correlated_uniforms(where: np.ndarray, rho: tuple[float, float, float], rng:
     for axis, s in enumerate(sigmas):
         if s > 0:
             k = _kernel(s)
-            field = ndi.correlate1d(field, k.astype(np.float32), axis=axis, mode="wrap")
+            field = parallel.correlate1d(field, k.astype(np.float32), axis, mode="wrap")
             norm *= float(np.sqrt(np.dot(k, k)))
     values = field[tuple(i - lo_ for i, lo_ in zip(idx, lo, strict=True))] / np.float32(norm)
     return np.clip(ndtr(values).astype(np.float32), np.float32(0), np.nextafter(np.float32(1), np.float32(0)))
 
 
+@dataclass(frozen=True)
+class InputAir:
+    """What `refresh_air` reads of the input alone, on its coarse grid: it can be found while a method runs.
+
+    `zero`: a mostly-zero background (or too little air to learn from): generated air becomes exactly 0."""
+
+    zero: bool
+    shape: tuple[int, int, int] = (0, 0, 0)  # the coarse grid's
+    mean: np.ndarray | None = None  # local moments and their trust, coarse grid
+    std: np.ndarray | None = None
+    weight: np.ndarray | None = None
+    grain: tuple[float, float, float] = (0.0, 0.0, 0.0)  # lag-1 correlation of the standardised air
+    z_table: np.ndarray | None = None  # sorted z-scores of the air, its local moments taken out
+    whole: tuple[float, float, float] = (0.0, 0.0, 0.0)  # the whole air's mean, spread and minimum
+
+
+def input_air(data: np.ndarray, input_head: np.ndarray, zooms: tuple[float, float, float]) -> InputAir:
+    """The input's air statistics: local mean and spread, the shape of its distribution, its grain."""
+    step = (slice(None, None, COARSE),) * 3
+    dist = ndi.distance_transform_edt(~input_head[step], sampling=[COARSE * float(z) for z in zooms])
+    sample = data[step]
+    # the head's partial-volume edge reaches ~2 voxels out: on a coarse scan (4 mm) 6 mm is still the edge
+    near = max(AIR_NEAR_MM, EDGE_VOXELS * max(float(z) for z in zooms))
+    pool = (dist >= near) & ~input_head[step]
+    values = sample[pool]
+    if values.size < MIN_AIR_VOXELS or np.mean(values == 0) > 0.5:
+        return InputAir(zero=True)
+    pool &= sample != 0
+    fallback = sample[pool]
+    mean_c, std_c, weight_c = _local_moments(sample, pool, zooms)
+    # the grain is that of the air with its local moments taken out, as they are put back in the draw
+    grain = _residual_grain(data, pool, mean_c, std_c)
+    z_table = np.sort((sample[pool] - mean_c[pool]) / np.maximum(std_c[pool], 1e-6))
+    return InputAir(zero=False, shape=pool.shape, mean=mean_c, std=std_c, weight=weight_c, grain=grain,
+                    z_table=z_table, whole=(float(fallback.mean()), float(fallback.std()), float(fallback.min())))
+
+
 def refresh_air(data: np.ndarray, new: np.ndarray, input_head: np.ndarray, new_head: np.ndarray,
-                zooms: tuple[float, float, float], rng: np.random.Generator) -> np.ndarray:
+                zooms: tuple[float, float, float], rng: np.random.Generator, *,
+                model: InputAir | None = None) -> np.ndarray:
     """`new` with every changed voxel outside `new_head` (grown by HEAD_CLEARANCE_VOX) drawn afresh from
-    `data`'s own air. Same grid, float32.
+    `data`'s own air. Same grid, float32. `model`: `input_air(data, input_head, zooms)` when the caller has it.
 
     - Its local mean and spread come from the input's air around the same place (LOCAL_MM): air is brighter
       near the head (partial volume), and ghosts and coil shading make bands of it brighter than the rest.
@@ -178,32 +220,22 @@ def refresh_air(data: np.ndarray, new: np.ndarray, input_head: np.ndarray, new_h
     out = np.array(new, np.float32, copy=True)
     if not air.any():
         return out
-    step = (slice(None, None, COARSE),) * 3
-    dist = ndi.distance_transform_edt(~input_head[step], sampling=[COARSE * float(z) for z in zooms])
-    sample = data[step]
-    # the head's partial-volume edge reaches ~2 voxels out: on a coarse scan (4 mm) 6 mm is still the edge
-    near = max(AIR_NEAR_MM, EDGE_VOXELS * max(float(z) for z in zooms))
-    pool = (dist >= near) & ~input_head[step]
-    values = sample[pool]
-    if values.size < MIN_AIR_VOXELS or np.mean(values == 0) > 0.5:
+    model = input_air(data, input_head, zooms) if model is None else model
+    if model.zero:
         out[air] = 0.0
         return out
-    pool &= sample != 0
-    fallback = sample[pool]
     where_air = np.nonzero(air)
-    # the local moments and the shape of the air once they are taken out (one pooled table of z-scores)
-    mean_c, std_c, weight_c = _local_moments(sample, pool, zooms)
-    # the grain is that of the air with its local moments taken out, as they are put back below
-    uniforms = correlated_uniforms(air, _residual_grain(data, pool, mean_c, std_c), rng)
-    z_table = np.sort((sample[pool] - mean_c[pool]) / np.maximum(std_c[pool], 1e-6))
-    at = _coarse_at(where_air, pool.shape)
-    trust = np.clip(weight_c[at] / LOCAL_FULL_WEIGHT, 0.0, 1.0)
+    uniforms = correlated_uniforms(air, model.grain, rng)
+    at = _coarse_at(where_air, model.shape)
+    trust = np.clip(model.weight[at] / LOCAL_FULL_WEIGHT, 0.0, 1.0)
     # where the input had no air nearby (inside its old head, beyond a box that cut its face), the air of
     # the whole field of view: the brightness of the air next to the input's skin belongs there, not here
-    mean = trust * mean_c[at] + (1 - trust) * float(fallback.mean())
-    std = trust * std_c[at] + (1 - trust) * float(fallback.std())
+    whole_mean, whole_std, whole_min = model.whole
+    mean = trust * model.mean[at] + (1 - trust) * whole_mean
+    std = trust * model.std[at] + (1 - trust) * whole_std
+    z_table = model.z_table
     z = z_table[np.minimum((uniforms * z_table.size).astype(np.int64), z_table.size - 1)]
-    out[where_air] = np.maximum(mean + std * z, float(fallback.min()))
+    out[where_air] = np.maximum(mean + std * z, whole_min)
     return out
 
 
@@ -214,10 +246,11 @@ def _local_moments(sample: np.ndarray, pool: np.ndarray, zooms: tuple[float, flo
     Normalised convolution with a LOCAL_MM Gaussian; `weight` is the neighbourhood's share of the input's air
     (none inside the input's old head, where the whole air's moments stand in)."""
     sigma = [LOCAL_MM / (COARSE * float(z)) for z in zooms]
-    weight = ndi.gaussian_filter(pool.astype(np.float32), sigma, mode="constant")
+    weight = parallel.gaussian_filter(pool.astype(np.float32), sigma, mode="constant")
     safe = np.maximum(weight, 1e-6)
-    mean = ndi.gaussian_filter(np.where(pool, sample, 0).astype(np.float32), sigma, mode="constant") / safe
+    mean = parallel.gaussian_filter(np.where(pool, sample, 0).astype(np.float32), sigma,
+                                   mode="constant") / safe
     # spread around each voxel's own local mean: a band's edge would otherwise widen the air beside it
     squares = np.where(pool, (sample - mean) ** 2, 0).astype(np.float32)
-    std = np.sqrt(ndi.gaussian_filter(squares, sigma, mode="constant") / safe)
+    std = np.sqrt(parallel.gaussian_filter(squares, sigma, mode="constant") / safe)
     return mean, std, weight

@@ -9,8 +9,10 @@ from __future__ import annotations
 import sys
 import types
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -22,6 +24,9 @@ from .headcheck import check_head
 from .io import Scan, load_mask, load_scan, save_mask_like, save_scan_like
 from .masks import DEFAULT_MARGIN_MM, Regions, make_regions
 from .methods import DEFAULT_METHOD, WorkRegions, get_method
+
+if TYPE_CHECKING:
+    from .air import InputAir
 
 Progress = Callable[[str], None]
 
@@ -129,7 +134,14 @@ def deidentify(scan: Scan, method: str = DEFAULT_METHOD, *, seed: int = 0, brain
     say(f"method {method}")
     if method == "remodel":
         options.setdefault("device", device)
-    out_w = np.asarray(fn(volume_w, regions_w, rng=rng, **options), dtype=np.float32)
+    air = bool(getattr(fn, "generates_air", False))
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        # what the finishing steps read of the input alone is found on the other core while the method runs
+        # (remodel's brain registration holds one core and releases the GIL)
+        later = pool.submit(input_maps, scan, regions, depths=deep_mm > 0 or layers, near=layers or near_mm > 0,
+                            air=air) if deep_mm > 0 or layers or air else None
+        out_w = np.asarray(fn(volume_w, regions_w, rng=rng, **options), dtype=np.float32)
+        maps = later.result() if later is not None else None
     if out_w.shape != volume_w.shape or not np.all(np.isfinite(out_w)):
         raise AssertionError(f"method {method} returned a bad volume ({out_w.shape})")
     say("compositing")
@@ -146,10 +158,11 @@ def deidentify(scan: Scan, method: str = DEFAULT_METHOD, *, seed: int = 0, brain
     new_head = None
     if deep_mm > 0 or layers:
         say(f"the input's own tissue deeper than {deep_mm:g} mm" + (", its scalp layering" if layers else ""))
-        raw, new_head = keep_deep(scan, regions, raw, level, deep_mm, layers=layers, near_mm=near_mm)
-    if getattr(fn, "generates_air", False):
+        raw, new_head = keep_deep(scan, regions, raw, level, deep_mm, layers=layers, near_mm=near_mm, maps=maps)
+    if air:
         say("air on the input grid")
-        raw = fresh_air(scan, regions, raw, level, np.random.default_rng([seed, 1]), new_head=new_head)
+        raw = fresh_air(scan, regions, raw, level, np.random.default_rng([seed, 1]), new_head=new_head,
+                        maps=maps)
     raw[regions.preserved] = scan.raw[regions.preserved]
     assert_preserved(scan, raw, regions.preserved)
     return Result(scan=scan, raw=raw, regions=regions, method=method, seed=seed, warnings=list(regions.warnings))
@@ -161,20 +174,47 @@ def _new_head(scan: Scan, regions: Regions, new: np.ndarray, level: float) -> np
     return head_mask(new - np.float32(level)) | regions.preserved
 
 
+@dataclass(frozen=True)
+class InputMaps:
+    """What keep_deep and fresh_air read of the input alone (none of it depends on the method's output)."""
+
+    input_depth: np.ndarray | None = None  # deep_tissue.depth_mm of the input's head
+    brain_dist: np.ndarray | None = None  # ... of everything outside the preserved region
+    air: InputAir | None = None
+
+
+def input_maps(scan: Scan, regions: Regions, *, depths: bool, near: bool, air: bool) -> InputMaps:
+    from .air import input_air
+    from .deep_tissue import depth_mm
+
+    input_head = regions.head | regions.preserved
+    return InputMaps(
+        input_depth=depth_mm(input_head, scan.zooms) if depths else None,
+        brain_dist=depth_mm(~regions.preserved, scan.zooms) if near else None,
+        air=input_air(scan.data, regions.head, scan.zooms) if air else None,
+    )
+
+
 def keep_deep(scan: Scan, regions: Regions, raw: np.ndarray, level: float, depth: float, *,
-              layers: bool = False, near_mm: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+              layers: bool = False, near_mm: float = 0.0, maps: InputMaps | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
     """(raw output with the input's own tissue back deeper than `depth` mm under both skins, the new head).
 
     `layers`: first give the generated scalp the input's layering (scalp.py); `depth` 0 keeps no deep tissue.
-    `near_mm`: within this distance of the preserved region the kept tissue starts shallower (deep_tissue)."""
+    `near_mm`: within this distance of the preserved region the kept tissue starts shallower (deep_tissue).
+    `maps`: `input_maps(...)` when the caller found them already."""
     from .deep_tissue import depth_mm, keep_deep_tissue
     from .scalp import layered_scalp
 
     new = (raw.astype(np.float64) * scan.slope + scan.inter).astype(np.float32)
     new_head = _new_head(scan, regions, new, level)
     input_head = regions.head | regions.preserved
-    input_depth, new_depth = depth_mm(input_head, scan.zooms), depth_mm(new_head, scan.zooms)
-    brain_dist = depth_mm(~regions.preserved, scan.zooms) if layers or near_mm > 0 else None
+    maps = maps or InputMaps()
+    input_depth = depth_mm(input_head, scan.zooms) if maps.input_depth is None else maps.input_depth
+    new_depth = depth_mm(new_head, scan.zooms)
+    brain_dist = None
+    if layers or near_mm > 0:
+        brain_dist = depth_mm(~regions.preserved, scan.zooms) if maps.brain_dist is None else maps.brain_dist
     changed = np.zeros(new.shape, bool)
     if layers:
         new, changed = layered_scalp(scan.data, new, input_head, new_head, regions.preserved, scan.zooms,
@@ -190,16 +230,17 @@ def keep_deep(scan: Scan, regions: Regions, raw: np.ndarray, level: float, depth
 
 
 def fresh_air(scan: Scan, regions: Regions, raw: np.ndarray, level: float, rng: np.random.Generator, *,
-              new_head: np.ndarray | None = None) -> np.ndarray:
+              new_head: np.ndarray | None = None, maps: InputMaps | None = None) -> np.ndarray:
     """Raw output whose generated air is drawn again, on the input's own grid, from the input's air.
 
-    `new_head`: the output's head mask when the caller has it already (keep_deep)."""
+    `new_head`: the output's head mask when the caller has it already (keep_deep); `maps`: input_maps'."""
     from .air import refresh_air
 
     new = (raw.astype(np.float64) * scan.slope + scan.inter).astype(np.float32)
     if new_head is None:
         new_head = _new_head(scan, regions, new, level)
-    fresh = refresh_air(scan.data, new, regions.head, new_head, scan.zooms, rng)
+    fresh = refresh_air(scan.data, new, regions.head, new_head, scan.zooms, rng,
+                        model=maps.air if maps is not None else None)
     changed = fresh != new
     out = raw.copy()
     out[changed] = scan.quantize(fresh[changed])

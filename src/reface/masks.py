@@ -13,6 +13,7 @@ from functools import lru_cache
 import numpy as np
 from scipy import ndimage as ndi
 
+from . import parallel
 from .errors import RefaceError
 from .io import Scan
 
@@ -189,7 +190,7 @@ def _shifted(n: int, d: int) -> tuple[slice, slice]:
 
 def head_mask(volume: np.ndarray) -> np.ndarray:
     """Foreground (head) mask: Otsu-like threshold on a smoothed volume, largest component, holes filled."""
-    smooth = ndi.gaussian_filter(np.asarray(volume, np.float32), 1.0)  # no copy of a float32 volume
+    smooth = parallel.gaussian_filter(np.asarray(volume, np.float32), 1.0)
     positive = smooth[smooth > 0]
     if positive.size == 0:
         return np.zeros(volume.shape, bool)

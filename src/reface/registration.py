@@ -16,7 +16,7 @@ from functools import lru_cache
 import numpy as np
 from scipy import ndimage as ndi
 
-from . import geometry
+from . import geometry, parallel
 from .errors import RefaceError
 from .geometry import Grid
 from .masks import dice, head_mask, upsample
@@ -81,7 +81,7 @@ def _coarse(data: np.ndarray, affine: np.ndarray, spacing: float) -> tuple[np.nd
     """Anti-aliased resampling onto a coarse RAS grid, intensities scaled to a robust [0, 1]."""
     grid = coarse_grid(data.shape, affine, spacing)
     zooms = geometry.voxel_sizes(affine)
-    smooth = ndi.gaussian_filter(np.asarray(data, np.float32), [0.4 * spacing / z for z in zooms])
+    smooth = parallel.gaussian_filter(np.asarray(data, np.float32), [0.4 * spacing / z for z in zooms])
     out = geometry.resample(smooth, affine, grid, order=1)
     high = float(np.percentile(out[out > 0], 99.5)) if np.any(out > 0) else 1.0
     return np.clip(out / max(high, 1e-6), 0.0, 1.5).astype(np.float32), grid

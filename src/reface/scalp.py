@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
+from . import parallel
 from .deep_tissue import depth_mm
 
 BAND_MM = 25.0  # skin-to-brain thickness over which the vault's layering applies in full
@@ -99,7 +100,7 @@ def layered_scalp(data: np.ndarray, new: np.ndarray, input_head: np.ndarray, new
     skin = max(SKIN_MM, max(float(z) for z in zooms))
     weight = np.clip((limit - (ds + dp)) / FADE_MM, 0.0, 1.0) * np.clip((ds - skin) / SKIN_RAMP_MM, 0.0, 1.0)
     weight = weight.astype(np.float32)
-    detail = new - ndi.gaussian_filter(new, [TEXTURE_SIGMA_MM / float(z) for z in zooms])
+    detail = new - parallel.gaussian_filter(new, [TEXTURE_SIGMA_MM / float(z) for z in zooms])
     layered = _lookup(wanted, ds, dp) + detail[target]
     out[target] = (1 - weight) * new[target] + weight * layered
     if data.min() >= 0:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-from reface.air import air_correlation, correlated_uniforms, grain_sigma, refresh_air
+from reface.air import air_correlation, correlated_uniforms, grain_sigma, input_air, refresh_air
 
 SHAPE = (80, 80, 80)
 ZOOMS = (1.0, 1.0, 1.0)
@@ -81,3 +81,15 @@ def test_fresh_air_keeps_a_zero_background_zero():
     data = np.where(HEAD, 200.0, 0.0).astype(np.float32)
     out = refresh_air(data, _generated(data), HEAD, NEW_HEAD, ZOOMS, np.random.default_rng(0))
     assert np.all(out[_far(HEAD, NEW_HEAD)] == 0)
+
+
+def test_input_air_found_ahead_gives_the_same_draw():
+    """deidentify finds the input's air statistics while the method runs: the draw must not change."""
+    data = _scan()
+    new = _generated(data)
+    ahead = input_air(data, HEAD, ZOOMS)
+    assert not ahead.zero and ahead.z_table is not None
+    alone = refresh_air(data, new, HEAD, NEW_HEAD, ZOOMS, np.random.default_rng(5))
+    given = refresh_air(data, new, HEAD, NEW_HEAD, ZOOMS, np.random.default_rng(5), model=ahead)
+    assert np.array_equal(alone, given)
+    assert input_air(np.where(HEAD, 200.0, 0.0).astype(np.float32), HEAD, ZOOMS).zero

@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
+from .. import parallel
 from ..air import background_sampler
 
 COARSE = 2  # mm: masks and distances are computed on every 2nd voxel
@@ -68,11 +69,11 @@ def head_alpha(head: np.ndarray, preserved: np.ndarray) -> np.ndarray:
 
     coarse = head[::COARSE, ::COARSE, ::COARSE]
     mask = ndi.binary_fill_holes(_close(head_mask(coarse), CLOSE_MM // COARSE))
-    soft = ndi.gaussian_filter(mask.astype(np.float32), SURFACE_SIGMA_MM / COARSE)
+    soft = parallel.gaussian_filter(mask.astype(np.float32), SURFACE_SIGMA_MM / COARSE)
     # the preserved region's envelope, as a soft union: a gentle bulge where the generated skin runs
     # closer to the brain than COVER_MM, never a ridge of its own
     cover = ndi.binary_dilation(preserved[::COARSE, ::COARSE, ::COARSE], iterations=max(1, COVER_MM // COARSE))
-    soft = np.maximum(soft, ndi.gaussian_filter(cover.astype(np.float32), COVER_SMOOTH_MM / COARSE))
+    soft = np.maximum(soft, parallel.gaussian_filter(cover.astype(np.float32), COVER_SMOOTH_MM / COARSE))
     factors = [n / m for n, m in zip(head.shape, soft.shape, strict=True)]
     fine = ndi.zoom(soft, factors, order=1, grid_mode=True, mode="nearest")
     if fine.shape != head.shape:  # rounding in zoom: pad or crop the last plane
