@@ -121,6 +121,7 @@ def deidentify(scan: Scan, method: str = DEFAULT_METHOD, *, seed: int = 0, brain
     deep_mm = float(options.pop("deep_mm", getattr(fn, "deep_mm", 0.0)))
     layers = bool(options.pop("layered_scalp", getattr(fn, "layered_scalp", False)))
     near_mm = float(options.pop("near_brain_mm", getattr(fn, "near_brain_mm", 0.0)))
+    tissue = bool(options.pop("match_tissue", getattr(fn, "match_tissue", False)))
     if input_grid:
         # a method that can work on the scan's own grid (shear) skips the resampling there and back
         say(f"method {method} (input grid)")
@@ -138,8 +139,8 @@ def deidentify(scan: Scan, method: str = DEFAULT_METHOD, *, seed: int = 0, brain
     with ThreadPoolExecutor(max_workers=1) as pool:
         # what the finishing steps read of the input alone is found on the other core while the method runs
         # (remodel's brain registration holds one core and releases the GIL)
-        later = pool.submit(input_maps, scan, regions, depths=deep_mm > 0 or layers, near=layers or near_mm > 0,
-                            air=air) if deep_mm > 0 or layers or air else None
+        later = pool.submit(input_maps, scan, regions, depths=deep_mm > 0 or layers or tissue,
+                            near=layers or near_mm > 0, air=air) if deep_mm > 0 or layers or air or tissue else None
         out_w = np.asarray(fn(volume_w, regions_w, rng=rng, **options), dtype=np.float32)
         maps = later.result() if later is not None else None
     if out_w.shape != volume_w.shape or not np.all(np.isfinite(out_w)):
@@ -159,6 +160,9 @@ def deidentify(scan: Scan, method: str = DEFAULT_METHOD, *, seed: int = 0, brain
     if deep_mm > 0 or layers:
         say(f"the input's own tissue deeper than {deep_mm:g} mm" + (", its scalp layering" if layers else ""))
         raw, new_head = keep_deep(scan, regions, raw, level, deep_mm, layers=layers, near_mm=near_mm, maps=maps)
+    if tissue:
+        say("the generated tissue's contrast")
+        raw, new_head = match_tissue(scan, regions, raw, level, new_head=new_head, maps=maps)
     if air:
         say("air on the input grid")
         raw = fresh_air(scan, regions, raw, level, np.random.default_rng([seed, 1]), new_head=new_head,
@@ -226,6 +230,28 @@ def keep_deep(scan: Scan, regions: Regions, raw: np.ndarray, level: float, depth
         changed |= deep
     out = raw.copy()
     out[changed] = scan.quantize(new[changed])
+    return out, new_head
+
+
+def match_tissue(scan: Scan, regions: Regions, raw: np.ndarray, level: float, *,
+                 new_head: np.ndarray | None = None, maps: InputMaps | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """(raw output whose generated tissue has the replaced tissue's intensity distribution, the new head).
+
+    On the input's own grid and last, after every step that blends or resamples (intensity.match_replaced)."""
+    from .deep_tissue import depth_mm
+    from .intensity import match_replaced
+
+    new = (raw.astype(np.float64) * scan.slope + scan.inter).astype(np.float32)
+    if new_head is None:
+        new_head = _new_head(scan, regions, new, level)
+    input_head = regions.head | regions.preserved
+    maps = maps or InputMaps()
+    input_depth = depth_mm(input_head, scan.zooms) if maps.input_depth is None else maps.input_depth
+    mapped, changed = match_replaced(scan.data, new, input_head, new_head, regions.preserved, input_depth,
+                                     depth_mm(new_head, scan.zooms))
+    out = raw.copy()
+    out[changed] = scan.quantize(mapped[changed])
     return out, new_head
 
 

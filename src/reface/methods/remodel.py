@@ -69,3 +69,6 @@ remodel.near_brain_mm = NEAR_BRAIN_MM  # type: ignore[attr-defined]
 # deidentify gives the generated scalp the input's own layer depths and contrasts (scalp.py); option
 # `layered_scalp=False` keeps the template's blurred layers.
 remodel.layered_scalp = True  # type: ignore[attr-defined]
+# deidentify maps the generated tissue's intensities, last, onto the distribution of the input tissue it
+# replaced (intensity.py): the fat's bright tail comes back. Option `match_tissue=False` turns it off.
+remodel.match_tissue = True  # type: ignore[attr-defined]

@@ -21,13 +21,13 @@ from scipy import ndimage as ndi
 from .. import geometry
 from ..errors import RefaceError
 from ..geometry import Grid
+from ..intensity import quantile_mapper
 from ..masks import dice
 
 COARSE_MM = 3.0
 DEMONS_MM = 4.0  # demons grid spacing (divides the working shape)
 DEMONS_ITERATIONS = 40
 DEMONS_SIGMA_VOX = 1.5  # update smoothing (x DEMONS_MM = 6 mm): smooth, folding-free warps
-QUANTILES = np.linspace(1.0, 99.0, 99)
 # Below this brain overlap after the affine stage the template is not where the patient's brain is.
 MIN_BRAIN_DICE = 0.8
 HEAD_LEVEL = 0.1  # head vs air, normalised units (brain p99 = 1)
@@ -238,25 +238,6 @@ def _demons(fixed: np.ndarray, moving: np.ndarray, *, iterations: int = DEMONS_I
         u = u + np.clip(step * g, -1.0, 1.0)  # at most one voxel per iteration
         u = np.stack([ndi.gaussian_filter(c, sigma) for c in u]).astype(np.float32)
     return u
-
-
-def quantile_mapper(source: np.ndarray, reference: np.ndarray):
-    """Monotone map of source quantiles onto reference quantiles, proportional outside their range.
-
-    Proportional (through zero) beyond the brain's range: scalp fat keeps its ratio to white matter,
-    air stays air.
-    """
-    xp = np.maximum.accumulate(np.percentile(source, QUANTILES))
-    xp = xp + 1e-6 * max(1.0, float(abs(xp).max())) * np.arange(xp.size)
-    fp = np.percentile(reference, QUANTILES)
-    high = float(fp[-1] / xp[-1]) if xp[-1] > 0 else 1.0
-    low = float(fp[0] / xp[0]) if xp[0] > 0 else 1.0
-
-    def apply(x: np.ndarray) -> np.ndarray:
-        mapped = np.where(x > xp[-1], x * high, np.interp(x, xp, fp))
-        return np.where(x < xp[0], x * low, mapped).astype(np.float32)
-
-    return apply
 
 
 def fitted_prior(volume: np.ndarray, brain: np.ndarray, grid: Grid, *, seed: int = 0) -> np.ndarray:
