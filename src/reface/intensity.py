@@ -55,8 +55,9 @@ def match_replaced(data: np.ndarray, new: np.ndarray, input_head: np.ndarray, ne
     SKIN_MM under their own skin (`input_depth`, `new_depth`: deep_tissue.depth_mm). The skin itself is left
     alone: mapped with the rest, thin eyelids fell below a renderer's surface level and showed holes."""
     changed = (new != data) & ~preserved
-    generated = changed & new_head & (new_depth > SKIN_MM)
-    replaced = changed & input_head & (input_depth > SKIN_MM)
+    # exact zeros are air (a zero background, beyond the field of view), never tissue to brighten
+    generated = changed & new_head & (new_depth > SKIN_MM) & (new != 0)
+    replaced = changed & input_head & (input_depth > SKIN_MM) & (data != 0)
     out = np.array(new, np.float32, copy=True)
     if generated.sum() < MIN_TISSUE_VOXELS or replaced.sum() < MIN_TISSUE_VOXELS:
         return out, np.zeros(new.shape, bool)
