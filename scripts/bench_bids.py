@@ -25,7 +25,7 @@ def main() -> int:
     args = parser.parse_args()
 
     from reface.batch import throughput
-    from reface.bids import write_phantom_dataset
+    from reface.bids_phantom import write_phantom_dataset
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

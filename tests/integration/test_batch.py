@@ -14,18 +14,11 @@ import numpy as np
 import pytest
 
 from reface import geometry
-from reface.batch import (
-    MANIFEST_NAME,
-    Manifest,
-    Settings,
-    Summary,
-    Task,
-    _result_or_lost,
-    run_bids,
-    skip_reason,
-    throughput,
-)
-from reface.bids import _t2_phantom, discover, write_phantom_dataset
+from reface.batch import Summary, _result_or_lost, run_bids, throughput
+from reface.batch_manifest import MANIFEST_NAME, Manifest, skip_reason
+from reface.batch_worker import Settings, Task
+from reface.bids import discover
+from reface.bids_phantom import _t2_phantom, write_phantom_dataset
 from reface.cli import main as cli_main
 from reface.deidentify import Result
 from reface.errors import RefaceError

@@ -15,8 +15,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from reface.batch import MANIFEST_NAME, run_bids
-from reface.bids import write_phantom_dataset
+from reface.batch import run_bids
+from reface.batch_manifest import MANIFEST_NAME
+from reface.bids_phantom import write_phantom_dataset
 from reface.cli import main as cli_main
 
 # Known, tolerated for now: gzip headers that carry the file name / mtime (io.py is being changed to not write them).

@@ -15,7 +15,8 @@ import pytest
 from scipy import ndimage as ndi
 
 from reface.cli import main as cli_main
-from reface.evaluate import harness, utility
+from reface.errors import RefaceError
+from reface.evaluate import config, harness, utility
 from reface.evaluate.harness import COHORT, DONE_METRIC, RESULTS_NAME, latest, read_results
 
 
@@ -99,7 +100,7 @@ def test_evaluate_end_to_end_and_resume(cohort: Path, tmp_path: Path, monkeypatc
     kept = [t for t in (out / RESULTS_NAME).read_text().splitlines()
             if not ('"sub-0002"' in t and '"shear"' in t)]
     (out / RESULTS_NAME).write_text("\n".join(kept) + "\n")
-    cfg = harness.EvalConfig(data=cohort, out=out, methods=("none", "shear"), render_size=64, n_boot=50,
+    cfg = config.EvalConfig(data=cohort, out=out, methods=("none", "shear"), render_size=64, n_boot=50,
                              extractors=("ball",), attackers=ATTACKERS, panel=("robex",), quiet=True)
     summary = harness.evaluate(cfg)
     assert summary.n_jobs == 1 and summary.skipped_jobs == 3 * 3 - 1
@@ -140,7 +141,7 @@ def test_missing_method_is_skipped_with_a_warning(cohort: Path, tmp_path: Path, 
 
     monkeypatch.setitem(methods.METHODS, "remodel", "reface.methods.not_written_yet:remodel")
     monkeypatch.setitem(utility.EXTRACTORS, "ball", ball_extractor)
-    cfg = harness.EvalConfig(data=cohort, out=tmp_path, methods=("none", "remodel"), render_size=64,
+    cfg = config.EvalConfig(data=cohort, out=tmp_path, methods=("none", "remodel"), render_size=64,
                              n_boot=20, extractors=("ball",), attackers=("yunet-sface",), panel=(), quiet=True)
     summary = harness.evaluate(cfg)
     assert "remodel" in summary.skipped_methods
@@ -170,12 +171,12 @@ def test_evaluate_with_deepbet(cohort: Path, tmp_path: Path):
 
 
 def test_resume_refuses_changed_settings(cohort: Path, tmp_path: Path):
-    cfg = harness.EvalConfig(data=cohort, out=tmp_path, seed=1, render_size=64)
-    harness.check_settings(cfg)
-    harness.check_settings(cfg)  # same settings: fine
+    cfg = config.EvalConfig(data=cohort, out=tmp_path, seed=1, render_size=64)
+    config.check_settings(cfg)
+    config.check_settings(cfg)  # same settings: fine
     cfg.render_size = 128
-    with pytest.raises(harness.RefaceError, match="render_size 64 -> 128"):
-        harness.check_settings(cfg)
+    with pytest.raises(RefaceError, match="render_size 64 -> 128"):
+        config.check_settings(cfg)
 
 
 def test_costly_yardsticks_on_a_subset_and_a_restored_run(cohort: Path, tmp_path: Path, monkeypatch):
@@ -190,7 +191,7 @@ def test_costly_yardsticks_on_a_subset_and_a_restored_run(cohort: Path, tmp_path
     out = tmp_path / "eval"
     common = dict(data=cohort, render_size=64, n_boot=20, extractors=("ball", "ball2"), segmenters=("gmm", "gmm2"),
                   attackers=("yunet-sface",), panel=(), yardstick_subjects=1, quiet=True)
-    harness.evaluate(harness.EvalConfig(out=out, methods=("none",), **common))
+    harness.evaluate(config.EvalConfig(out=out, methods=("none",), **common))
     rows = latest(read_results(out / RESULTS_NAME))
     assert rows[("sub-0001", "none", "bet_dice_ball2")]["value"] == 1.0
     assert rows[("sub-0001", "none", "dice_wm_gmm2")]["value"] == 1.0
@@ -207,7 +208,7 @@ def test_costly_yardsticks_on_a_subset_and_a_restored_run(cohort: Path, tmp_path
     eval_state.unpack(tmp_path / "packed", restored)
     with pytest.raises(SystemExit):
         eval_state.unpack(tmp_path / "packed", restored)  # never over a run's results
-    summary = harness.evaluate(harness.EvalConfig(out=restored, methods=("none", "shear"), **common))
+    summary = harness.evaluate(config.EvalConfig(out=restored, methods=("none", "shear"), **common))
     assert summary.n_jobs == 2 + 2  # two originals' pipelines, two shear jobs; `none` stays done
     assert not (restored / "renders" / "gallery").exists()  # the gallery was not rendered again
     again = latest(read_results(restored / RESULTS_NAME))

@@ -9,14 +9,13 @@ from reface.bids import (
     BidsName,
     Image,
     check_dataset,
-    dataset_description,
     discover,
     inherited_sidecars,
     output_path,
     sidecar_output_path,
     strip_label,
-    write_scans_tables,
 )
+from reface.bids_derivative import dataset_description, write_scans_tables
 from reface.errors import RefaceError
 from reface.sidecar import AcqTimePolicy, make_policy
 

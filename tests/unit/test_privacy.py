@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reface.evaluate import attack, harness, privacy
-from reface.evaluate.results import GALLERY, ORIGINAL
+from reface.evaluate import attack, config, privacy
+from reface.evaluate.results import DONE_METRIC, GALLERY, ORIGINAL
 
 LABELS = [f"sub-{i:02d}" for i in range(6)] + ["real-head"]
 IDENTITY = np.eye(8)[: len(LABELS)]  # one orthogonal embedding per person
@@ -29,9 +29,9 @@ def _rows(out: Path, probes: dict[str, dict[str, np.ndarray | None]], originals_
         _save(out, GALLERY, view, dict(zip(LABELS, IDENTITY, strict=True)))
         _save(out, ORIGINAL, view, dict(zip(LABELS[:originals_found], IDENTITY, strict=False)))
         _save(out, "m", view, probes[view])
-    subjects = [harness.Subject(s, Path("p"), Path("g")) for s in LABELS]
-    done = {(s, "m", harness.DONE_METRIC): {} for s in LABELS}
-    cfg = harness.EvalConfig(data=out, out=out, n_boot=50, attackers=("a",), views=views)
+    subjects = [config.Subject(s, Path("p"), Path("g")) for s in LABELS]
+    done = {(s, "m", DONE_METRIC): {} for s in LABELS}
+    cfg = config.EvalConfig(data=out, out=out, n_boot=50, attackers=("a",), views=views)
     lines = privacy.identification_records(cfg, "m", subjects, done)
     cohort = {(r["metric"], r["view"]): r for r in lines if r["subject"] == "all"}
     real = {r["view"]: r for r in lines if r["subject"] == "real-head"}

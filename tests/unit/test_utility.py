@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from scipy.stats import wasserstein_distance
 
-from reface.evaluate import harness, metrics, utility
+from reface.errors import RefaceError
+from reface.evaluate import config, harness, metrics, utility
 from reface.evaluate.realism import realism, wasserstein_1d
 from reface.io import load_scan
 from reface.masks import Regions
@@ -158,10 +159,10 @@ def test_discover_subjects(tmp_path: Path):
             nib.save(nib.Nifti1Image(brain.astype(np.uint8), img.affine),
                      anat / f"{sub}_ses-{ses:02d}_desc-brain_mask.nii.gz")
     with pytest.warns(UserWarning, match="sub-c"):
-        subjects = harness.discover_subjects(tmp_path)
+        subjects = config.discover_subjects(tmp_path)
     assert [s.label for s in subjects] == ["sub-a", "sub-b"]
     assert "ses-01" in subjects[0].probe.name and "ses-02" in subjects[0].gallery.name
     assert subjects[0].probe_mask is not None and subjects[0].probe_mask.name.startswith("sub-a_ses-01")
     load_scan(subjects[0].probe)
-    with pytest.raises(harness.RefaceError):
-        harness.discover_subjects(tmp_path, limit=1)
+    with pytest.raises(RefaceError):
+        config.discover_subjects(tmp_path, limit=1)

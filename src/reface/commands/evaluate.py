@@ -88,7 +88,8 @@ def main(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     if not args.report_only:
-        from ..evaluate.harness import EvalConfig, evaluate
+        from ..evaluate.config import EvalConfig
+        from ..evaluate.harness import evaluate
         from ..evaluate.usercmd import parse
         from ..evaluate.utility import EXTRACTORS, SEGMENTERS
 

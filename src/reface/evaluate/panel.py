@@ -69,9 +69,9 @@ def second_session(name: str, seed: int) -> tuple[nib.Nifti1Image, dict]:
 
 
 def write_panel_subjects(out: Path, names: tuple[str, ...], seed: int) -> list:
-    """Subjects (harness.Subject) of the panel heads, writing OUT/panel/real-<name>/ on first use."""
+    """Subjects (config.Subject) of the panel heads, writing OUT/panel/real-<name>/ on first use."""
     from ..realheads import load_real_head
-    from .harness import Subject
+    from .config import Subject
 
     subjects = []
     for name in names:
